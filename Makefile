@@ -1,0 +1,43 @@
+# Two commands on a fresh Debian/Ubuntu machine with Python 3.11+: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint constraints clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/rnnedge demo $(if $(MQTT),--mqtt $(MQTT))
+
+# pytest exits 5 when it collected no test: that is a failure here, not a pass.
+test: $(STAMP) $(if $(shell command -v mosquitto || ls /usr/sbin/mosquitto 2>/dev/null),,mosquitto)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$status
+
+.PHONY: mosquitto
+mosquitto:
+	@if [ "$$(id -u)" -eq 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients; \
+	else \
+		echo "make test needs a mosquitto broker binary; install it with:" >&2; \
+		echo "    sudo apt-get install -y mosquitto mosquitto-clients" >&2; \
+		exit 1; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+constraints: $(STAMP)
+	{ head -2 constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^rnnedge'; } > constraints.new
+	mv constraints.new constraints.txt
+
+clean:
+	rm -rf $(VENV) demo-out build *.egg-info

@@ -1,0 +1,227 @@
+"""The bundle format: a directory with `manifest.json`, the model files and the golden vectors.
+
+The runtime reads bundles, so their format is defined here; the exporter builds a `Manifest` and calls
+`write_bundle`. The manifest is the one source of truth for every consumer (runtime, parity gate, deploy).
+docs/bundle.md documents the schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.errors import BundleError
+
+SCHEMA = "rnnedge.bundle"
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass(frozen=True)
+class ColumnScale:
+    """z-score parameters of one column, fitted on the training split only."""
+
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One recurrent state tensor: fed in as `input`, read back from `output`, shape (batch, size)."""
+
+    input: str
+    output: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Artifact:
+    file: str
+    format: str  # "onnx"
+    precision: str  # "float32"
+    kind: str  # "step": one sample in, forecast and new state out
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class GoldenSpec:
+    """Reference sequences: `inputs` (S, T, F) scaled, and the Keras outputs recorded for every step.
+
+    The npz holds `inputs`, the step model's forecast output and every state output, each (S, T, width).
+    """
+
+    file: str
+    sequences: int
+    steps: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    cell: str
+    layers: tuple[int, ...]
+    window: int
+    horizon: int
+    warmup_steps: int
+    features: tuple[str, ...]
+    targets: tuple[str, ...]
+    time_column: str | None
+    relative_to_last: bool
+    scaler: dict[str, ColumnScale]
+    step_input: str
+    step_output: str
+    states: tuple[StateSpec, ...]
+    artifacts: tuple[Artifact, ...]
+    golden: GoldenSpec
+    provenance: dict[str, Any]
+    files: dict[str, FileEntry] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "model": {
+                "cell": self.cell,
+                "layers": list(self.layers),
+                "window": self.window,
+                "horizon": self.horizon,
+                "warmup_steps": self.warmup_steps,
+            },
+            "data": {
+                "features": list(self.features),
+                "targets": list(self.targets),
+                "time_column": self.time_column,
+                "relative_to_last": self.relative_to_last,
+                "scaler": {
+                    "kind": "zscore",
+                    "columns": {name: {"mean": s.mean, "std": s.std} for name, s in self.scaler.items()},
+                },
+            },
+            "step_model": {
+                "input": self.step_input,
+                "output": self.step_output,
+                "states": [{"input": s.input, "output": s.output, "size": s.size} for s in self.states],
+            },
+            "artifacts": [vars(a) for a in self.artifacts],
+            "golden": vars(self.golden),
+            "files": {name: vars(entry) for name, entry in sorted(self.files.items())},
+            "provenance": self.provenance,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Manifest:
+        if doc.get("schema") != SCHEMA:
+            raise BundleError(f"not an rnnedge bundle manifest (schema {doc.get('schema')!r})")
+        if doc.get("schema_version") != SCHEMA_VERSION:
+            raise BundleError(
+                f"manifest schema_version {doc.get('schema_version')!r} is not supported "
+                f"(this runtime reads version {SCHEMA_VERSION})"
+            )
+        model, data, step = doc["model"], doc["data"], doc["step_model"]
+        if data["scaler"]["kind"] != "zscore":
+            raise BundleError(f"scaler kind {data['scaler']['kind']!r} is not supported (supported: zscore)")
+        return cls(
+            cell=str(model["cell"]),
+            layers=tuple(int(u) for u in model["layers"]),
+            window=int(model["window"]),
+            horizon=int(model["horizon"]),
+            warmup_steps=int(model["warmup_steps"]),
+            features=tuple(str(c) for c in data["features"]),
+            targets=tuple(str(c) for c in data["targets"]),
+            time_column=data["time_column"],
+            relative_to_last=bool(data["relative_to_last"]),
+            scaler={
+                name: ColumnScale(float(s["mean"]), float(s["std"])) for name, s in data["scaler"]["columns"].items()
+            },
+            step_input=str(step["input"]),
+            step_output=str(step["output"]),
+            states=tuple(StateSpec(str(s["input"]), str(s["output"]), int(s["size"])) for s in step["states"]),
+            artifacts=tuple(Artifact(**a) for a in doc["artifacts"]),
+            golden=GoldenSpec(**doc["golden"]),
+            provenance=dict(doc["provenance"]),
+            files={name: FileEntry(**entry) for name, entry in doc["files"].items()},
+        )
+
+    def artifact(self, format: str, precision: str = "float32") -> Artifact:
+        for artifact in self.artifacts:
+            if artifact.format == format and artifact.precision == precision and artifact.kind == "step":
+                return artifact
+        have = ", ".join(f"{a.format}/{a.precision}" for a in self.artifacts) or "none"
+        raise BundleError(f"the bundle has no {format}/{precision} step model (it has: {have})")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    manifest: Manifest
+    digest: str  # sha256 of manifest.json, which itself pins every file: identifies the whole bundle
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def golden(self) -> dict[str, np.ndarray]:
+        with np.load(self.file(self.manifest.golden.file), allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_bundle(directory: str | os.PathLike[str]) -> Bundle:
+    """Read and verify a bundle: schema, presence and sha256 of every file it lists."""
+    path = Path(directory)
+    manifest_path = path / MANIFEST_NAME
+    if not path.is_dir():
+        raise BundleError(f"{path}: not a bundle directory")
+    if not manifest_path.is_file():
+        raise BundleError(f"{path}: no {MANIFEST_NAME} (is this a bundle made by 'rnnedge export'?)")
+    raw = manifest_path.read_bytes()
+    try:
+        manifest = Manifest.from_json(json.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{manifest_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except KeyError as exc:
+        raise BundleError(f"{manifest_path}: missing field {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise BundleError(f"{manifest_path}: invalid field ({exc})") from None
+    listed = {a.file for a in manifest.artifacts} | {manifest.golden.file}
+    for name in sorted(listed - set(manifest.files)):
+        raise BundleError(f"{manifest_path}: {name} has no sha256 entry under 'files'")
+    for name, entry in sorted(manifest.files.items()):
+        file_path = path / name
+        if not file_path.is_file():
+            raise BundleError(f"{path}: file {name} listed in the manifest is missing")
+        actual = sha256_file(file_path)
+        if actual != entry.sha256:
+            raise BundleError(
+                f"{path}: file {name} is corrupted (sha256 {actual[:12]}..., manifest says {entry.sha256[:12]}...)"
+            )
+    return Bundle(path, manifest, hashlib.sha256(raw).hexdigest())
+
+
+def write_bundle(directory: Path, manifest: Manifest) -> Bundle:
+    """Seal a bundle whose model and golden files are already in `directory`: hash them, write the manifest."""
+    names = sorted({a.file for a in manifest.artifacts} | {manifest.golden.file})
+    files = {}
+    for name in names:
+        file_path = directory / name
+        files[name] = FileEntry(sha256_file(file_path), file_path.stat().st_size)
+    sealed = replace(manifest, files=files)
+    text = json.dumps(sealed.to_json(), indent=2) + "\n"
+    (directory / MANIFEST_NAME).write_text(text, encoding="utf-8")
+    return load_bundle(directory)

@@ -1,0 +1,37 @@
+"""Golden vectors: real input sequences and what Keras computed for them at every step, kept in the bundle."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_runtime.errors import RnnedgeError
+from export.step_model import STEP_INPUT, StepModel
+
+SEQUENCES = 2
+
+
+def golden_inputs(scaled_inputs: np.ndarray, window: int) -> np.ndarray:
+    """Two sequences of held-out (validation) inputs, each twice the training window where the data allows."""
+    steps = min(2 * window, len(scaled_inputs) // SEQUENCES)
+    starts = [0, len(scaled_inputs) - steps]
+    return np.stack([scaled_inputs[s : s + steps] for s in starts]).astype(np.float32)
+
+
+def record_golden(step: StepModel, sequence_model, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    """Stream `inputs` (S, T, F) through the Keras step model from zero state and keep every output."""
+    sequences, steps, _ = inputs.shape
+    states = {s.input: np.zeros((sequences, s.size), np.float32) for s in step.states}
+    recorded: dict[str, list[np.ndarray]] = {name: [] for name in step.output_names}
+    for t in range(steps):
+        result = step.model({STEP_INPUT: inputs[:, t], **states}, training=False)
+        result = {name: np.asarray(value) for name, value in result.items()}
+        for name in step.output_names:
+            recorded[name].append(result[name])
+        states = {s.input: result[s.output] for s in step.states}
+    golden = {name: np.stack(values, axis=1).astype(np.float32) for name, values in recorded.items()}
+    # The step model shares the trained layers' variables; it must reproduce the trained model exactly.
+    window_output = np.asarray(sequence_model(inputs, training=False))
+    drift = float(np.abs(window_output - golden["forecast"]).max())
+    if drift > 1e-5:
+        raise RnnedgeError(f"the streaming step model differs from the trained model by {drift:.3g}")
+    return {"inputs": inputs, **golden}

@@ -1,0 +1,147 @@
+"""Bad input gives one line naming the problem and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import RNNEDGE, TrainedBundle, copy_bundle, write_rows
+
+from edge_runtime.cli import main
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    status = main(argv)
+    err = capsys.readouterr().err
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("rnnedge: error: ")
+    return lines[0]
+
+
+def train_args(csv: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        str(csv),
+        "--target",
+        "value",
+        "--window",
+        "16",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        str(tmp_path / "run"),
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("", "the file is empty"),
+        ("timestamp,value\n", "no data rows (only a header)"),
+        ("timestamp,reading\n2024-01-01,1.0\n", "no column 'value' (columns: timestamp, reading)"),
+        (
+            "timestamp,value\n2024-01-01,1.0\n2024-01-02,hot\n",
+            "line 3: column 'value' holds 'hot', not a number",
+        ),
+        (
+            "timestamp,value\n2024-01-01,1.0\n2024-01-02,nan\n",
+            "line 3: column 'value' holds 'nan', not a finite",
+        ),
+        (
+            "timestamp,value\n" + "".join(f"2024-01-01 00:{i:02d},{i}\n" for i in range(60)),
+            "60 rows are too few",
+        ),
+    ],
+    ids=["empty", "header-only", "missing-column", "non-numeric", "nan", "too-few-rows"],
+)
+def test_train_rejects_bad_csv(content: str, expected: str, tmp_path: Path, capsys) -> None:
+    csv = tmp_path / "data.csv"
+    csv.write_text(content)
+    assert expected in one_line_error(capsys, train_args(csv, tmp_path))
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_rejects_constant_column(tmp_path: Path, capsys) -> None:
+    csv = tmp_path / "flat.csv"
+    csv.write_text("timestamp,value\n" + "".join(f"t{i},5.0\n" for i in range(400)))
+    assert "column 'value' is constant on the training split" in one_line_error(capsys, train_args(csv, tmp_path))
+
+
+def test_train_rejects_unknown_cell(tmp_path: Path, capsys) -> None:
+    csv = write_rows(tmp_path / "ok.csv", 0, 400)
+    line = one_line_error(capsys, train_args(csv, tmp_path, "--cell", "transformer"))
+    assert "unknown cell 'transformer' (supported: simplernn, lstm, gru)" in line
+
+
+def test_train_cli_process_prints_no_traceback(tmp_path: Path) -> None:
+    csv = tmp_path / "data.csv"
+    csv.write_text("timestamp,reading\n2024-01-01,1.0\n")
+    result = subprocess.run([*RNNEDGE, *train_args(csv, tmp_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"rnnedge: error: {csv}: no column 'value' (columns: timestamp, reading)"
+    )
+
+
+def test_export_rejects_a_directory_that_is_not_a_run(tmp_path: Path, capsys) -> None:
+    line = one_line_error(capsys, ["export", str(tmp_path), "--out", str(tmp_path / "bundle")])
+    assert "not a run directory" in line
+
+
+def run_args(bundle: Path, csv: Path) -> list[str]:
+    return ["run", str(bundle), "--source", f"csv:{csv}"]
+
+
+def test_run_rejects_bundle_with_missing_file(tiny_bundle: TrainedBundle, tmp_path: Path, capsys) -> None:
+    bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
+    (bundle / "step.onnx").unlink()
+    csv = write_rows(tmp_path / "rows.csv", 1200, 30)
+    assert "file step.onnx listed in the manifest is missing" in one_line_error(capsys, run_args(bundle, csv))
+
+
+def test_run_rejects_corrupted_bundle_file(tiny_bundle: TrainedBundle, tmp_path: Path, capsys) -> None:
+    bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
+    data = bytearray((bundle / "step.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bundle / "step.onnx").write_bytes(bytes(data))
+    csv = write_rows(tmp_path / "rows.csv", 1200, 30)
+    line = one_line_error(capsys, run_args(bundle, csv))
+    assert "file step.onnx is corrupted (sha256" in line
+
+
+def test_run_rejects_damaged_manifest(tiny_bundle: TrainedBundle, tmp_path: Path, capsys) -> None:
+    bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
+    (bundle / "manifest.json").write_text('{"schema": "rnnedge.bundle", "schema_version": 1}')
+    csv = write_rows(tmp_path / "rows.csv", 1200, 30)
+    assert "manifest.json: missing field 'model'" in one_line_error(capsys, run_args(bundle, csv))
+
+
+def test_run_rejects_csv_without_the_model_columns(tiny_bundle: TrainedBundle, tmp_path: Path, capsys) -> None:
+    csv = tmp_path / "other.csv"
+    csv.write_text("timestamp,pressure\n2024-01-01,1.0\n")
+    assert "no column 'value' (columns: timestamp, pressure)" in one_line_error(
+        capsys, run_args(tiny_bundle.bundle_dir, csv)
+    )
+
+
+def test_run_skips_bad_rows_and_keeps_streaming(tiny_bundle: TrainedBundle, tmp_path: Path, capsys) -> None:
+    good = write_rows(tmp_path / "good.csv", 1200, 30).read_text().splitlines()
+    bad = good[:10] + ["2014-01-01 00:00:00,broken", "2014-01-01 00:05:00,inf"] + good[10:]
+    csv = tmp_path / "mixed.csv"
+    csv.write_text("\n".join(bad) + "\n")
+    assert main(run_args(tiny_bundle.bundle_dir, csv)) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.strip().splitlines()) == 30 - 4  # every good row after warm-up still forecast
+    assert "streamed 32 rows (2 skipped), published 26 forecasts" in captured.err
+    assert "skipped line 11: column 'value' holds 'broken', not a number" in captured.err
+
+
+def test_run_rejects_unknown_source_kind(tiny_bundle: TrainedBundle, capsys) -> None:
+    line = one_line_error(capsys, ["run", str(tiny_bundle.bundle_dir), "--source", "serial:/dev/ttyUSB0"])
+    assert "source 'serial:/dev/ttyUSB0' is not supported (supported: csv:PATH)" in line

@@ -1,0 +1,40 @@
+"""The edge runtime must never pull in TensorFlow, Keras or tf2onnx, even where they are installed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from conftest import TrainedBundle, write_rows
+
+FORBIDDEN = ("tensorflow", "keras", "tf2onnx", "tf_keras", "onnx")
+
+
+def test_streaming_a_bundle_imports_no_training_stack(tiny_bundle: TrainedBundle, tmp_path) -> None:
+    csv = write_rows(tmp_path / "rows.csv", 1200, 60)
+    script = textwrap.dedent(
+        f"""
+        import io, json, sys
+        from edge_runtime.bundle import load_bundle
+        from edge_runtime.cli import main
+        from edge_runtime.forecaster import StreamForecaster
+        from edge_runtime.parity import check_float_parity
+        bundle = load_bundle({str(tiny_bundle.bundle_dir)!r})
+        forecaster = StreamForecaster.from_bundle(bundle)
+        forecasts = [forecaster.update([70.0 + i * 0.1]) for i in range(40)]
+        passed = check_float_parity(bundle).passed
+        status = main(["run", {str(tiny_bundle.bundle_dir)!r}, "--source", "csv:{csv}"])
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in {FORBIDDEN!r})
+        print(json.dumps({{"forecasts": sum(f is not None for f in forecasts), "parity": passed,
+                          "status": status, "loaded": loaded}}))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["loaded"] == []
+    assert report["forecasts"] == 40 - 4  # warm-up of the tiny model: window 16 // 4
+    assert report["parity"] is True
+    assert report["status"] == 0
