@@ -1,0 +1,1 @@
+"""Evaluation of detectors and forecasters on public benchmarks (NAB), scored by the published rules."""
