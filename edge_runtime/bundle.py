@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.errors import BundleError
+from edge_runtime.anomaly import AnomalyParams
+from edge_runtime.errors import BundleError, InputError
 
 SCHEMA = "rnnedge.bundle"
 SCHEMA_VERSION = 1
@@ -40,12 +41,32 @@ class StateSpec:
     size: int
 
 
+FORMATS = ("onnx", "tflite", "numpy")
+PRECISIONS = ("float32", "int8", "int8-static")
+
+
 @dataclass(frozen=True)
 class Artifact:
+    """One model file. `kind` "step": a sample and the states in, forecast and new states out (streaming);
+    "window": (1, window, F) in, the forecast after the last row out (recomputed per sample by those who want it).
+    `precision` "int8": int8 weights, activations quantized on the fly or kept float; "int8-static": int8
+    activations too, calibrated on states the float model visits. `quantization` names the exact scheme."""
+
     file: str
-    format: str  # "onnx"
-    precision: str  # "float32"
-    kind: str  # "step": one sample in, forecast and new state out
+    kind: str
+    format: str
+    precision: str
+    quantization: str = "none"
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """A conversion the exporter was asked for and could not make, with the reason (kept for the record)."""
+
+    kind: str
+    format: str
+    precision: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -56,14 +77,21 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class GoldenSpec:
-    """Reference sequences: `inputs` (S, T, F) scaled, and the Keras outputs recorded for every step.
+    """Reference data recorded from Keras at export, so any device can check its artifacts.
 
-    The npz holds `inputs`, the step model's forecast output and every state output, each (S, T, width).
+    The npz holds `inputs` (S, T, F) scaled, and for every step the step model's forecast output and every
+    state output, each (S, T, width): the element-wise float32 check. For the task-level int8 check it holds
+    one longer held-out sequence: `task_inputs` (1, N, F), `task_forecast` (1, N, H*T) from Keras, and
+    `task_future` (1, N, H, T), the actual target values that followed each row in sensor units (NaN past the end).
+    When the bundle has window models: `window_inputs` (K, window, F), `window_forecast` (K, H*T) from Keras and
+    `window_future` (K, H, T).
     """
 
     file: str
     sequences: int
     steps: int
+    task_steps: int
+    windows: int = 0
 
 
 @dataclass(frozen=True)
@@ -84,6 +112,8 @@ class Manifest:
     artifacts: tuple[Artifact, ...]
     golden: GoldenSpec
     provenance: dict[str, Any]
+    unsupported: tuple[Unsupported, ...] = ()
+    anomaly: dict[str, AnomalyParams] = field(default_factory=dict)  # per target: prior and alarm policy
     files: dict[str, FileEntry] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -113,7 +143,9 @@ class Manifest:
                 "states": [{"input": s.input, "output": s.output, "size": s.size} for s in self.states],
             },
             "artifacts": [vars(a) for a in self.artifacts],
+            "unsupported": [vars(u) for u in self.unsupported],
             "golden": vars(self.golden),
+            "anomaly": {name: params.to_json() for name, params in self.anomaly.items()},
             "files": {name: vars(entry) for name, entry in sorted(self.files.items())},
             "provenance": self.provenance,
         }
@@ -147,17 +179,19 @@ class Manifest:
             step_output=str(step["output"]),
             states=tuple(StateSpec(str(s["input"]), str(s["output"]), int(s["size"])) for s in step["states"]),
             artifacts=tuple(Artifact(**a) for a in doc["artifacts"]),
+            unsupported=tuple(Unsupported(**u) for u in doc.get("unsupported", [])),
             golden=GoldenSpec(**doc["golden"]),
+            anomaly={name: AnomalyParams.from_json(p) for name, p in doc.get("anomaly", {}).items()},
             provenance=dict(doc["provenance"]),
             files={name: FileEntry(**entry) for name, entry in doc["files"].items()},
         )
 
-    def artifact(self, format: str, precision: str = "float32") -> Artifact:
+    def artifact(self, format: str, precision: str = "float32", kind: str = "step") -> Artifact:
         for artifact in self.artifacts:
-            if artifact.format == format and artifact.precision == precision and artifact.kind == "step":
+            if (artifact.format, artifact.precision, artifact.kind) == (format, precision, kind):
                 return artifact
-        have = ", ".join(f"{a.format}/{a.precision}" for a in self.artifacts) or "none"
-        raise BundleError(f"the bundle has no {format}/{precision} step model (it has: {have})")
+        have = ", ".join(f"{a.kind} {a.format}/{a.precision}" for a in self.artifacts) or "none"
+        raise BundleError(f"the bundle has no {kind} model in {format}/{precision} (it has: {have})")
 
 
 @dataclass(frozen=True)
@@ -182,8 +216,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_bundle(directory: str | os.PathLike[str]) -> Bundle:
-    """Read and verify a bundle: schema, presence and sha256 of every file it lists."""
+def load_bundle(directory: str | os.PathLike[str], trusted_key: Path | None = None) -> Bundle:
+    """Read and verify a bundle: signature (when a trusted public key is given), schema, and the presence
+    and sha256 of every file it lists."""
     path = Path(directory)
     manifest_path = path / MANIFEST_NAME
     if not path.is_dir():
@@ -191,13 +226,17 @@ def load_bundle(directory: str | os.PathLike[str]) -> Bundle:
     if not manifest_path.is_file():
         raise BundleError(f"{path}: no {MANIFEST_NAME} (is this a bundle made by 'rnnedge export'?)")
     raw = manifest_path.read_bytes()
+    if trusted_key is not None:
+        from edge_runtime.signing import load_public_key, verify_manifest
+
+        verify_manifest(path, raw, load_public_key(trusted_key))
     try:
         manifest = Manifest.from_json(json.loads(raw))
     except json.JSONDecodeError as exc:
         raise BundleError(f"{manifest_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     except KeyError as exc:
         raise BundleError(f"{manifest_path}: missing field {exc}") from None
-    except (TypeError, ValueError, AttributeError) as exc:
+    except (TypeError, ValueError, AttributeError, InputError) as exc:
         raise BundleError(f"{manifest_path}: invalid field ({exc})") from None
     listed = {a.file for a in manifest.artifacts} | {manifest.golden.file}
     for name in sorted(listed - set(manifest.files)):

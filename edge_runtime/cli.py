@@ -4,17 +4,33 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from edge_runtime import __version__
 from edge_runtime.errors import ParityError, RnnedgeError
+
+BACKEND_FORMATS = {"onnxruntime": "onnx", "litert": "tflite", "numpy": "numpy"}
+
+
+def _key(args: argparse.Namespace) -> Path | None:
+    return Path(args.verify_key) if args.verify_key else None
 
 
 def _run(args: argparse.Namespace) -> int:
     from edge_runtime.bundle import load_bundle
     from edge_runtime.runner import run
 
-    bundle = load_bundle(args.bundle)
-    stats = run(bundle, args.source, args.mqtt, args.stream, args.topic_prefix, args.time_column)
+    bundle = load_bundle(args.bundle, _key(args))
+    stats = run(
+        bundle,
+        args.source,
+        args.mqtt,
+        args.stream,
+        args.topic_prefix,
+        args.time_column,
+        format=BACKEND_FORMATS[args.backend],
+        precision=args.precision,
+    )
     print(
         f"streamed {stats.rows} rows ({stats.skipped} skipped), published {stats.forecasts} forecasts, "
         f"median {stats.median_step_us:.1f} us per sample",
@@ -27,10 +43,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def _parity(args: argparse.Namespace) -> int:
     from edge_runtime.bundle import load_bundle
-    from edge_runtime.parity import check_float_parity
+    from edge_runtime.parity import check_bundle
 
-    report = check_float_parity(load_bundle(args.bundle))
+    report = check_bundle(load_bundle(args.bundle, _key(args)))
     print(report.markdown())
+    if args.json:
+        report.write_json(Path(args.json))
+    if args.junit:
+        report.write_junit(Path(args.junit))
     if not report.passed:
         raise ParityError(report.summary())
     print(report.summary())
@@ -45,10 +65,25 @@ def _add_runtime_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--stream", help="stream id in topics and messages (default: the CSV file's name)")
     run.add_argument("--topic-prefix", help="topic prefix (default: rnnedge/<hostname>)")
     run.add_argument("--time-column", help="timestamp column (default: the one recorded in the bundle)")
+    run.add_argument(
+        "--backend",
+        choices=sorted(BACKEND_FORMATS),
+        default="onnxruntime",
+        help="inference backend (default: onnxruntime)",
+    )
+    run.add_argument("--precision", default="float32", help="float32, int8 or int8-static (default: float32)")
+    run.add_argument("--verify-key", metavar="PUB", help="refuse the bundle unless signed by this ed25519 public key")
     run.set_defaults(handler=_run)
 
-    parity = commands.add_parser("parity", help="check a bundle's model against its golden Keras outputs")
+    parity = commands.add_parser(
+        "parity", help="check every artifact of a bundle against its golden Keras outputs (exit 1 on failure)"
+    )
     parity.add_argument("bundle")
+    parity.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    parity.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report for CI systems")
+    parity.add_argument(
+        "--verify-key", metavar="PUB", help="refuse the bundle unless signed by this ed25519 public key"
+    )
     parity.set_defaults(handler=_parity)
 
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from edge_runtime.backends import StepBackend, open_step_backend
 from edge_runtime.bundle import Bundle
-from edge_runtime.onnx_backend import OnnxStepBackend
 from edge_runtime.scaling import Scaler
 
 
@@ -18,16 +18,17 @@ class StreamForecaster:
     loss), so `update` returns None for the first `warmup_steps` samples after a start or a reset.
     """
 
-    def __init__(self, backend: OnnxStepBackend, scaler: Scaler, warmup_steps: int) -> None:
+    def __init__(self, backend: StepBackend, scaler: Scaler, warmup_steps: int) -> None:
         self.backend = backend
         self.scaler = scaler
         self.warmup_steps = warmup_steps
         self.reset()
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle) -> StreamForecaster:
+    def from_bundle(cls, bundle: Bundle, format: str = "onnx", precision: str = "float32") -> StreamForecaster:
         manifest = bundle.manifest
-        return cls(OnnxStepBackend.from_bundle(bundle), Scaler.from_manifest(manifest), manifest.warmup_steps)
+        backend = open_step_backend(bundle, manifest.artifact(format, precision))
+        return cls(backend, Scaler.from_manifest(manifest), manifest.warmup_steps)
 
     def reset(self) -> None:
         self.states = self.backend.zero_state(1)

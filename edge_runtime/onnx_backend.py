@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edge_runtime.bundle import Bundle, BundleError, Manifest
+from edge_runtime.bundle import BundleError, Manifest
 
 
 class OnnxStepBackend:
@@ -39,11 +39,6 @@ class OnnxStepBackend:
         self.state_inputs = [s.input for s in manifest.states]
         self.state_sizes = [s.size for s in manifest.states]
         self.output_names = [manifest.step_output] + [s.output for s in manifest.states]
-
-    @classmethod
-    def from_bundle(cls, bundle: Bundle, threads: int = 1) -> OnnxStepBackend:
-        artifact = bundle.manifest.artifact("onnx", "float32")
-        return cls(bundle.file(artifact.file), bundle.manifest, threads)
 
     def zero_state(self, batch: int) -> list[np.ndarray]:
         return [np.zeros((batch, size), dtype=np.float32) for size in self.state_sizes]

@@ -79,9 +79,10 @@ def forecast_message(bundle: Bundle, stream: str, seq: int, row: CsvRow, forecas
     }
 
 
-def stream_rows(bundle: Bundle, rows: Iterable[CsvRow], sink: Sink, topic: str, stream: str) -> RunStats:
+def stream_rows(
+    forecaster: StreamForecaster, bundle: Bundle, rows: Iterable[CsvRow], sink: Sink, topic: str, stream: str
+) -> RunStats:
     """Feed rows one at a time; publish each forecast with a per-stream sequence number starting at 0."""
-    forecaster = StreamForecaster.from_bundle(bundle)
     stats = RunStats()
     seq = 0
     for row in rows:
@@ -110,6 +111,8 @@ def run(
     topic_prefix: str | None = None,
     time_column: str | None = None,
     out: TextIO | None = None,
+    format: str = "onnx",
+    precision: str = "float32",
 ) -> RunStats:
     """Stream a CSV through the bundle to MQTT (or stdout); return what happened."""
     path = parse_source(source)
@@ -120,11 +123,12 @@ def run(
     first = next(rows, None)  # opens the file and checks its columns before connecting anywhere
     replay = rows if first is None else itertools.chain([first], rows)
     topic = f"{prefix}/forecast/{stream}"
+    forecaster = StreamForecaster.from_bundle(bundle, format, precision)
     if mqtt_url is None:
-        return stream_rows(bundle, replay, JsonLinesSink(out or sys.stdout), topic, stream)
+        return stream_rows(forecaster, bundle, replay, JsonLinesSink(out or sys.stdout), topic, stream)
     publisher = MqttPublisher(mqtt_url, f"rnnedge-{stream}-{default_device_id()}", f"{prefix}/status")
     try:
-        stats = stream_rows(bundle, replay, publisher, topic, stream)
+        stats = stream_rows(forecaster, bundle, replay, publisher, topic, stream)
     finally:
         missing = publisher.close()
     if missing:

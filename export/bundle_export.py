@@ -1,8 +1,11 @@
-"""`rnnedge export`: run directory -> sealed bundle, then the parity gate on what was written."""
+"""`rnnedge export`: run directory -> sealed (optionally signed) bundle, then the parity gate."""
 
 from __future__ import annotations
 
+import json
 import platform
+import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -10,21 +13,76 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from edge_runtime.bundle import Artifact, Bundle, GoldenSpec, Manifest, write_bundle
-from edge_runtime.errors import RnnedgeError
-from export.golden import golden_inputs, record_golden
+from edge_runtime.anomaly import AnomalyParams
+from edge_runtime.bundle import (
+    FORMATS,
+    MANIFEST_NAME,
+    PRECISIONS,
+    Artifact,
+    Bundle,
+    GoldenSpec,
+    Manifest,
+    Unsupported,
+    load_bundle,
+    write_bundle,
+)
+from edge_runtime.errors import BundleError, RnnedgeError
+from edge_runtime.numpy_backend import NumpyStepBackend
+from edge_runtime.parity import ParityReport, check_bundle
+from edge_runtime.scaling import Scaler
+from edge_runtime.signing import SIGNATURE_NAME, load_private_key, sign_manifest
+from export.calibration import visited_feeds
+from export.golden import TASK_STEPS, future_values, golden_inputs, record_golden
+from export.isolated_convert import convert_window_tflite_isolated
+from export.numpy_weights import save_numpy_weights
+from export.onnx_compact import compact_names
 from export.onnx_convert import DEFAULT_OPSET, convert_step_model
+from export.quantize_onnx import quantize_onnx_dynamic, quantize_onnx_static
 from export.step_model import STEP_INPUT, STEP_OUTPUT, build_step_model
+from export.tflite_convert import quantized_anything, representative_feeds, to_tflite
+from export.window_model import build_window_model, window_to_onnx
 from trainer.run_dir import MODEL_FILE, RunConfig, load_splits
 
-STEP_ONNX = "step.onnx"
 GOLDEN_FILE = "golden.npz"
+PARITY_FILE = "parity.json"
+WEIGHTS_FILE = "step.weights.npz"
+QUANTIZATION = {
+    ("onnx", "int8"): "ort-dynamic (int8 weights, activations quantized per call)",
+    ("onnx", "int8-static"): "ort-static-qdq (int8 weights and activations, calibrated on visited states)",
+    ("tflite", "int8"): "tflite-dynamic-range (int8 weights, float activations)",
+    ("tflite", "int8-static"): "tflite-full-int8 (int8 weights and activations, float32 inputs and outputs)",
+}
+TFLITE_CALIBRATION_SAMPLES = 2000
+WINDOW_GOLDEN = 64
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    formats: tuple[str, ...] = ("onnx", "tflite", "numpy")
+    precisions: tuple[str, ...] = ("float32", "int8")
+    window_model: bool = False
+    opset: int = DEFAULT_OPSET
+    signing_key: Path | None = None
+
+    def validate(self) -> None:
+        for name in self.formats:
+            if name not in FORMATS:
+                raise RnnedgeError(f"unknown format {name!r} (supported: {', '.join(FORMATS)})")
+        for name in self.precisions:
+            if name not in PRECISIONS:
+                raise RnnedgeError(f"unknown precision {name!r} (supported: {', '.join(PRECISIONS)})")
+        if not self.formats or not self.precisions:
+            raise RnnedgeError("choose at least one format and one precision")
+
+
+def artifact_name(kind: str, format: str, precision: str) -> str:
+    suffix = {"onnx": "onnx", "tflite": "tflite"}[format]
+    return f"{kind}.{suffix}" if precision == "float32" else f"{kind}.{precision}.{suffix}"
 
 
 def _versions() -> dict[str, str]:
-    packages = ("rnnedge", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy")
     found = {}
-    for name in packages:
+    for name in ("rnnedge", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy"):
         try:
             found[name] = version(name)
         except Exception:  # a package installed without metadata is not worth failing an export for
@@ -33,21 +91,128 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def export_bundle(run_dir: Path, out: Path, opset: int = DEFAULT_OPSET) -> Bundle:
+def _prepare_output(out: Path) -> None:
+    """Reuse a directory only if it is empty or an earlier bundle (whose files are then replaced)."""
+    if out.exists() and any(out.iterdir()):
+        manifest = out / MANIFEST_NAME
+        if not manifest.is_file():
+            raise RnnedgeError(f"{out} exists and is not a bundle: choose an empty or new directory")
+        try:
+            listed = list(json.loads(manifest.read_text(encoding="utf-8")).get("files", {}))
+        except (ValueError, AttributeError):
+            raise BundleError(f"{manifest}: unreadable manifest; remove the directory to export here") from None
+        for name in [*listed, MANIFEST_NAME, SIGNATURE_NAME, PARITY_FILE]:
+            (out / Path(name).name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _targets_raw(config: RunConfig, splits: dict[str, np.ndarray], split: str) -> np.ndarray:
+    """A split's target values in sensor units (recorded by the trainer, or recovered from the inputs)."""
+    if f"{split}_targets" in splits:
+        return splits[f"{split}_targets"].astype(np.float64)
+    if not all(t in config.features for t in config.targets):
+        raise RnnedgeError(f"the run directory lacks {split}_targets in splits.npz: retrain with this version")
+    inputs = splits[split]
+    columns = [config.features.index(t) for t in config.targets]
+    mean = np.array([config.scaler[t].mean for t in config.targets])
+    std = np.array([config.scaler[t].std for t in config.targets])
+    return inputs[:, columns].astype(np.float64) * std + mean
+
+
+def _window_golden(sequence_model: keras.Model, inputs: np.ndarray, targets: np.ndarray, config: RunConfig):
+    starts = np.linspace(0, len(inputs) - config.window, min(WINDOW_GOLDEN, len(inputs) - config.window + 1))
+    starts = np.unique(starts.astype(int))
+    windows = np.stack([inputs[s : s + config.window] for s in starts]).astype(np.float32)
+    forecast = sequence_model.predict(windows, verbose=0)[:, -1, :].astype(np.float32)
+    future = future_values(targets, config.horizon)[starts + config.window - 1]
+    return {"window_inputs": windows, "window_forecast": forecast, "window_future": future}
+
+
+def export_bundle(run_dir: Path, out: Path, options: ExportOptions = ExportOptions()) -> tuple[Bundle, ParityReport]:
+    options.validate()
     config = RunConfig.load(run_dir)
     try:
         sequence_model = keras.models.load_model(run_dir / MODEL_FILE, compile=False)
     except Exception as exc:  # Keras raises many types for unreadable files
         raise RnnedgeError(f"{run_dir / MODEL_FILE}: Keras cannot load the model ({exc})") from None
+    private_key = load_private_key(options.signing_key) if options.signing_key else None
     step = build_step_model(sequence_model, len(config.layers))
-    out.mkdir(parents=True, exist_ok=True)
-    operators = convert_step_model(step, len(config.features), out / STEP_ONNX, opset)
+    _prepare_output(out)
+    n_features = len(config.features)
+    splits = load_splits(run_dir)
+    artifacts: list[Artifact] = []
+    unsupported: list[Unsupported] = []
+    operators: list[str] = []
 
-    inputs = golden_inputs(load_splits(run_dir)["val"], config.window)
-    golden = record_golden(step, sequence_model, inputs)
-    np.savez_compressed(out / GOLDEN_FILE, **golden)
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch_dir = Path(scratch)
+        weights_path = (out if "numpy" in options.formats else scratch_dir) / WEIGHTS_FILE
+        save_numpy_weights(sequence_model, len(config.layers), weights_path)
+        if "numpy" in options.formats:
+            artifacts.append(Artifact(WEIGHTS_FILE, "step", "numpy", "float32"))
 
+        float_onnx = scratch_dir / "step.onnx"
+        operators = convert_step_model(step, n_features, float_onnx, options.opset)
+        compact_names(float_onnx)
+        needs_calibration = "int8-static" in options.precisions
+        feeds = {}
+        if needs_calibration:
+            reference = NumpyStepBackend(weights_path, _manifest_stub(config, step))
+            feeds = visited_feeds(reference, [s.input for s in step.states], splits["train"])
+
+        if "onnx" in options.formats:
+            for precision in options.precisions:
+                name = artifact_name("step", "onnx", precision)
+                if precision == "float32":
+                    (out / name).write_bytes(float_onnx.read_bytes())
+                elif precision == "int8":
+                    quantize_onnx_dynamic(float_onnx, out / name)
+                    compact_names(out / name)
+                else:
+                    quantize_onnx_static(float_onnx, out / name, feeds)
+                    compact_names(out / name)
+                artifacts.append(
+                    Artifact(name, "step", "onnx", precision, QUANTIZATION.get(("onnx", precision), "none"))
+                )
+
+        if "tflite" in options.formats:
+            float_flatbuffer = to_tflite(step.model, "float32")
+            for precision in options.precisions:
+                name = artifact_name("step", "tflite", precision)
+                representative = representative_feeds(feeds, TFLITE_CALIBRATION_SAMPLES) if feeds else None
+                flatbuffer = (
+                    to_tflite(step.model, precision, representative) if precision != "float32" else float_flatbuffer
+                )
+                if precision == "int8" and not quantized_anything(float_flatbuffer, flatbuffer):
+                    reason = "TFLite quantizes no weight tensor under 1,024 elements: this model has none larger"
+                    unsupported.append(Unsupported("step", "tflite", precision, reason))
+                    continue
+                (out / name).write_bytes(flatbuffer)
+                artifacts.append(
+                    Artifact(name, "step", "tflite", precision, QUANTIZATION.get(("tflite", precision), "none"))
+                )
+
+        val_inputs = splits["val"]
+        val_targets = _targets_raw(config, splits, "val")
+        extra_golden = {}
+        if options.window_model:
+            window_artifacts, window_unsupported = _export_window_models(
+                run_dir, out, scratch_dir, sequence_model, config, splits["train"], options
+            )
+            artifacts += window_artifacts
+            unsupported += window_unsupported
+            extra_golden = _window_golden(sequence_model, val_inputs, val_targets, config)
+
+    task_rows = min(TASK_STEPS, len(val_inputs))
+    inputs = golden_inputs(val_inputs, config.window)
+    golden = record_golden(
+        step, sequence_model, inputs, val_inputs[:task_rows], val_targets[:task_rows], config.horizon
+    )
+    np.savez_compressed(out / GOLDEN_FILE, **golden, **extra_golden)
+
+    anomaly = _anomaly_priors(sequence_model, config, val_inputs, val_targets, _targets_raw(config, splits, "train"))
     manifest = Manifest(
+        anomaly=anomaly,
         cell=config.cell,
         layers=config.layers,
         window=config.window,
@@ -61,16 +226,130 @@ def export_bundle(run_dir: Path, out: Path, opset: int = DEFAULT_OPSET) -> Bundl
         step_input=STEP_INPUT,
         step_output=STEP_OUTPUT,
         states=step.states,
-        artifacts=(Artifact(STEP_ONNX, "onnx", "float32", "step"),),
-        golden=GoldenSpec(GOLDEN_FILE, int(inputs.shape[0]), int(inputs.shape[1])),
+        artifacts=tuple(artifacts),
+        unsupported=tuple(unsupported),
+        golden=GoldenSpec(
+            GOLDEN_FILE,
+            int(inputs.shape[0]),
+            int(inputs.shape[1]),
+            task_rows,
+            len(extra_golden.get("window_inputs", ())),
+        ),
         provenance={
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "source_run": str(run_dir.resolve()),
             "source_csv": config.source,
             "parameters": int(sequence_model.count_params()),
-            "onnx_opset": opset,
+            "onnx_opset": options.opset,
             "onnx_operators": operators,
             "versions": _versions(),
         },
     )
-    return write_bundle(out, manifest)
+    bundle = write_bundle(out, manifest)
+    if private_key is not None:
+        sign_manifest(out, private_key)
+        bundle = load_bundle(out)
+    report = check_bundle(bundle)
+    report.write_json(out / PARITY_FILE)
+    return bundle, report
+
+
+def _anomaly_priors(
+    sequence_model: keras.Model,
+    config: RunConfig,
+    val_inputs: np.ndarray,
+    val_targets: np.ndarray,
+    train_targets: np.ndarray,
+) -> dict[str, AnomalyParams]:
+    """Per target: the one-step residuals of the model streaming the validation split (after warm-up, as on a
+    device) and the training range: the prior the runtime's anomaly score starts from."""
+    scaler = Scaler(config.features, config.targets, config.scaler, config.relative_to_last, config.horizon)
+    output = sequence_model.predict(val_inputs[None].astype(np.float32), verbose=0)[0]
+    next_forecast = scaler.forecast_units(output, val_inputs)[:-1, 0, :]
+    residuals = (val_targets[1:] - next_forecast)[config.warmup_steps :]
+    return {
+        target: AnomalyParams.measure(residuals[:, j], train_targets[:, j]) for j, target in enumerate(config.targets)
+    }
+
+
+def _manifest_stub(config: RunConfig, step) -> Manifest:
+    """The few manifest facts the numpy reference needs before the real manifest exists."""
+    return Manifest(
+        config.cell,
+        config.layers,
+        config.window,
+        config.horizon,
+        config.warmup_steps,
+        config.features,
+        config.targets,
+        config.time_column,
+        config.relative_to_last,
+        config.scaler,
+        STEP_INPUT,
+        STEP_OUTPUT,
+        step.states,
+        (),
+        GoldenSpec("", 0, 0, 0),
+        {},
+    )
+
+
+def _export_window_models(
+    run_dir: Path,
+    out: Path,
+    scratch: Path,
+    sequence_model: keras.Model,
+    config: RunConfig,
+    train_inputs: np.ndarray,
+    options: ExportOptions,
+) -> tuple[list[Artifact], list[Unsupported]]:
+    model = build_window_model(sequence_model, config.window, len(config.features))
+    artifacts: list[Artifact] = []
+    unsupported: list[Unsupported] = []
+    for format in ("onnx", "tflite"):
+        if format not in options.formats:
+            continue
+        for precision in options.precisions:
+            name = artifact_name("window", format, precision)
+            reason = None
+            if precision == "float32":
+                data = window_to_onnx(model, options.opset) if format == "onnx" else to_tflite(model, "float32")
+                (out / name).write_bytes(data)
+            elif format == "onnx":
+                reason = _quantize_window_onnx(model, config, out / name, options.opset, precision)
+            else:
+                calibration = scratch / "window_calibration.npz"
+                starts = np.linspace(0, len(train_inputs) - config.window, 200).astype(int)
+                np.savez(calibration, windows=np.stack([train_inputs[s : s + config.window] for s in starts]))
+                reason = convert_window_tflite_isolated(run_dir, calibration, precision, out / name)
+                dynamic_range = precision == "int8"
+                if (
+                    reason is None
+                    and dynamic_range
+                    and not quantized_anything(to_tflite(model, "float32"), (out / name).read_bytes())
+                ):
+                    (out / name).unlink()
+                    reason = "TFLite quantizes no weight tensor under 1,024 elements: this model has none larger"
+            if reason:
+                unsupported.append(Unsupported("window", format, precision, reason))
+            else:
+                artifacts.append(
+                    Artifact(name, "window", format, precision, QUANTIZATION.get((format, precision), "none"))
+                )
+    return artifacts, unsupported
+
+
+def _quantize_window_onnx(model: keras.Model, config: RunConfig, path: Path, opset: int, precision: str) -> str | None:
+    """ORT quantizes the native ONNX LSTM op (dynamic mode) only: GRU and Loop bodies stay float."""
+    if precision != "int8" or config.cell != "lstm":
+        return (
+            "onnxruntime quantizes only the native LSTM op of an LSTM window model, in dynamic mode (int8); "
+            "GRU and SimpleRNN window models become a Loop it does not quantize"
+        )
+    float_path = path.with_suffix(".float.tmp")
+    float_path.write_bytes(window_to_onnx(model, opset))
+    try:
+        quantize_onnx_dynamic(float_path, path, ("LSTM", "MatMul"))
+    finally:
+        float_path.unlink(missing_ok=True)
+    return None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import keras
 
 from edge_runtime.bundle import StateSpec
+from edge_runtime.errors import RnnedgeError
 from trainer.model import HEAD_NAME, rnn_layer_name
 
 STEP_INPUT = "x"
@@ -32,11 +33,54 @@ class StepModel:
         return [STEP_OUTPUT] + [s.output for s in self.states]
 
 
+STREAMABLE_RECURRENT = (keras.layers.SimpleRNN, keras.layers.LSTM, keras.layers.GRU)
+WHY_NOT_STREAMABLE = {
+    "Bidirectional": "it also reads the window backwards, and a stream has no future samples",
+    "Attention": "it attends over the whole window at once",
+    "MultiHeadAttention": "it attends over the whole window at once",
+    "AdditiveAttention": "it attends over the whole window at once",
+    "GlobalAveragePooling1D": "it pools over the whole window",
+    "GlobalMaxPooling1D": "it pools over the whole window",
+    "Flatten": "it mixes all time steps of the window",
+}
+
+
+def check_streamable(model: keras.Model) -> None:
+    """Refuse, with the reason, any model that cannot run one sample at a time with a carried state."""
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if isinstance(layer, (keras.layers.InputLayer, keras.layers.Dropout)):
+            continue
+        if isinstance(layer, STREAMABLE_RECURRENT):
+            if layer.go_backwards or not layer.return_sequences:
+                raise RnnedgeError(
+                    f"layer {layer.name!r} ({kind}) cannot stream: it must run forwards and return every step"
+                )
+            continue
+        if isinstance(layer, keras.layers.Dense) and layer.name == HEAD_NAME:
+            continue
+        reason = WHY_NOT_STREAMABLE.get(kind, "only SimpleRNN, LSTM, GRU, Dropout and a Dense head can stream")
+        raise RnnedgeError(f"layer {layer.name!r} ({kind}) cannot be exported as a streaming step model: {reason}")
+
+
+class CellStep(keras.layers.Layer):
+    """One step of a trained recurrent layer's own cell, under a unique name (stacked layers' cells share
+    Keras's default cell name, which a functional model refuses). It holds the cell, so the variables stay shared."""
+
+    def __init__(self, cell: keras.layers.Layer, name: str) -> None:
+        super().__init__(name=name)
+        self.cell = cell
+
+    def call(self, inputs: keras.KerasTensor, states: list[keras.KerasTensor]):
+        return self.cell(inputs, states, training=False)
+
+
 def _state_kinds(layer: keras.layers.Layer) -> tuple[str, ...]:
     return ("h", "c") if isinstance(layer, keras.layers.LSTM) else ("h",)
 
 
 def build_step_model(sequence_model: keras.Model, n_layers: int) -> StepModel:
+    check_streamable(sequence_model)
     n_features = sequence_model.input_shape[-1]
     x = keras.Input((n_features,), name=STEP_INPUT)
     state_inputs: list[keras.KerasTensor] = []
@@ -47,7 +91,7 @@ def build_step_model(sequence_model: keras.Model, n_layers: int) -> StepModel:
         layer = sequence_model.get_layer(rnn_layer_name(index))
         kinds = _state_kinds(layer)
         ins = [keras.Input((layer.units,), name=f"state_in_{index}_{kind}") for kind in kinds]
-        hidden, new_states = layer.cell(hidden, ins)
+        hidden, new_states = CellStep(layer.cell, f"step_{index}")(hidden, ins)
         new_states = list(new_states) if isinstance(new_states, (list, tuple)) else [new_states]
         for kind, tensor in zip(kinds, new_states, strict=True):
             name = f"state_out_{index}_{kind}"

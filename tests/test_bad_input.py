@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -145,3 +146,40 @@ def test_run_skips_bad_rows_and_keeps_streaming(tiny_bundle: TrainedBundle, tmp_
 def test_run_rejects_unknown_source_kind(tiny_bundle: TrainedBundle, capsys) -> None:
     line = one_line_error(capsys, ["run", str(tiny_bundle.bundle_dir), "--source", "serial:/dev/ttyUSB0"])
     assert "source 'serial:/dev/ttyUSB0' is not supported (supported: csv:PATH)" in line
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--formats", "onnx,coreml"], "unknown format 'coreml' (supported: onnx, tflite, numpy)"),
+        (["--precision", "float16"], "unknown precision 'float16' (supported: float32, int8, int8-static)"),
+        (["--opset", "19"], "ONNX opset 19 is not supported (supported: 11-18)"),
+    ],
+    ids=["format", "precision", "opset"],
+)
+def test_export_rejects_unsupported_choices(
+    tiny_bundle: TrainedBundle, tmp_path: Path, capsys, options: list[str], expected: str
+) -> None:
+    line = one_line_error(capsys, ["export", str(tiny_bundle.run_dir), "--out", str(tmp_path / "b"), *options])
+    assert expected in line
+
+
+def test_export_refuses_a_layer_that_cannot_stream(tiny_bundle: TrainedBundle, tmp_path: Path, capsys) -> None:
+    import keras
+
+    run = Path(shutil.copytree(tiny_bundle.run_dir, tmp_path / "run"))
+    inputs = keras.Input((None, 1))
+    hidden = keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True), name="rnn_0")(inputs)
+    keras.Model(inputs, keras.layers.Dense(2, name="head")(hidden)).save(run / "model.keras")
+    line = one_line_error(capsys, ["export", str(run), "--out", str(tmp_path / "b")])
+    assert "layer 'rnn_0' (Bidirectional) cannot be exported as a streaming step model" in line
+    assert "a stream has no future samples" in line
+
+
+def test_export_refuses_to_overwrite_a_directory_that_is_not_a_bundle(
+    tiny_bundle: TrainedBundle, tmp_path: Path, capsys
+) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    line = one_line_error(capsys, ["export", str(tiny_bundle.run_dir), "--out", str(tmp_path)])
+    assert "exists and is not a bundle" in line
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -20,11 +20,11 @@ def test_streaming_a_bundle_imports_no_training_stack(tiny_bundle: TrainedBundle
         from edge_runtime.bundle import load_bundle
         from edge_runtime.cli import main
         from edge_runtime.forecaster import StreamForecaster
-        from edge_runtime.parity import check_float_parity
+        from edge_runtime.parity import check_bundle
         bundle = load_bundle({str(tiny_bundle.bundle_dir)!r})
         forecaster = StreamForecaster.from_bundle(bundle)
         forecasts = [forecaster.update([70.0 + i * 0.1]) for i in range(40)]
-        passed = check_float_parity(bundle).passed
+        passed = check_bundle(bundle).passed
         status = main(["run", {str(tiny_bundle.bundle_dir)!r}, "--source", "csv:{csv}"])
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in {FORBIDDEN!r})
         print(json.dumps({{"forecasts": sum(f is not None for f in forecasts), "parity": passed,
