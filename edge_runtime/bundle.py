@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.anomaly import AnomalyParams
+from edge_runtime.drift import DriftReference
 from edge_runtime.errors import BundleError, InputError
 
 SCHEMA = "rnnedge.bundle"
@@ -114,6 +115,7 @@ class Manifest:
     provenance: dict[str, Any]
     unsupported: tuple[Unsupported, ...] = ()
     anomaly: dict[str, AnomalyParams] = field(default_factory=dict)  # per target: prior and alarm policy
+    drift: DriftReference | None = None  # training statistics the runtime's drift monitor compares with
     files: dict[str, FileEntry] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -146,6 +148,7 @@ class Manifest:
             "unsupported": [vars(u) for u in self.unsupported],
             "golden": vars(self.golden),
             "anomaly": {name: params.to_json() for name, params in self.anomaly.items()},
+            "drift": self.drift.to_json() if self.drift else None,
             "files": {name: vars(entry) for name, entry in sorted(self.files.items())},
             "provenance": self.provenance,
         }
@@ -182,6 +185,7 @@ class Manifest:
             unsupported=tuple(Unsupported(**u) for u in doc.get("unsupported", [])),
             golden=GoldenSpec(**doc["golden"]),
             anomaly={name: AnomalyParams.from_json(p) for name, p in doc.get("anomaly", {}).items()},
+            drift=DriftReference.from_json(doc["drift"]) if doc.get("drift") is not None else None,
             provenance=dict(doc["provenance"]),
             files={name: FileEntry(**entry) for name, entry in doc["files"].items()},
         )
@@ -238,6 +242,11 @@ def load_bundle(directory: str | os.PathLike[str], trusted_key: Path | None = No
         raise BundleError(f"{manifest_path}: missing field {exc}") from None
     except (TypeError, ValueError, AttributeError, InputError) as exc:
         raise BundleError(f"{manifest_path}: invalid field ({exc})") from None
+    if manifest.drift and (manifest.drift.feature_names, manifest.drift.target_names) != (
+        manifest.features,
+        manifest.targets,
+    ):
+        raise BundleError(f"{manifest_path}: the drift reference names other columns than the model's")
     listed = {a.file for a in manifest.artifacts} | {manifest.golden.file}
     for name in sorted(listed - set(manifest.files)):
         raise BundleError(f"{manifest_path}: {name} has no sha256 entry under 'files'")

@@ -17,27 +17,58 @@ def _key(args: argparse.Namespace) -> Path | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edge_runtime.bundle import load_bundle
-    from edge_runtime.runner import run
+    import logging
+    from dataclasses import replace
 
-    bundle = load_bundle(args.bundle, _key(args))
-    stats = run(
-        bundle,
-        args.source,
-        args.mqtt,
-        args.stream,
-        args.topic_prefix,
-        args.time_column,
-        format=BACKEND_FORMATS[args.backend],
-        precision=args.precision,
-    )
+    from edge_runtime.bundle import load_bundle
+    from edge_runtime.config import build_config, load_config, parse_source
+    from edge_runtime.mqtt_client import MqttSettings
+    from edge_runtime.runner import check_delivered, run
+
+    file_values = load_config(Path(args.config)) if args.config else {}
+    overrides: dict = {
+        "bundle": Path(args.bundle) if args.bundle else None,
+        "backend": args.backend,
+        "precision": args.precision,
+        "verify_key": _key(args),
+        "stream": args.stream,
+        "pace": args.pace,
+        "topic_prefix": args.topic_prefix,
+        "time_column": args.time_column,
+        "device_id": args.device_id,
+        "spool_path": Path(args.spool) if args.spool else None,
+        "metrics_interval": args.metrics_interval,
+        "drain_timeout": args.drain_timeout,
+        "max_streams": args.max_streams,
+        "gap_factor": args.gap_factor,
+        "home_assistant": True if args.home_assistant else None,
+    }
+    subscriptions = []
+    for spec in args.source or ():
+        parsed = parse_source(spec)
+        subscriptions.extend(parsed.pop("subscriptions", ()))
+        overrides.update(parsed)
+    if subscriptions:
+        overrides["subscriptions"] = tuple(subscriptions)
+    if args.mqtt:
+        mqtt = file_values.get("mqtt") or MqttSettings(url=args.mqtt)
+        overrides["mqtt"] = replace(mqtt, url=args.mqtt)
+    if args.mqtt_protocol and (overrides.get("mqtt") or file_values.get("mqtt")):
+        overrides["mqtt"] = replace(overrides.get("mqtt") or file_values["mqtt"], protocol=args.mqtt_protocol)
+    config = build_config(file_values, overrides)
+    bundle = load_bundle(config.bundle, config.verify_key)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s rnnedge %(levelname)s %(message)s", stream=sys.stderr)
+    stats = run(config, bundle)
+    latency = f"median {stats.median_step_us} us, p99 {stats.p99_step_us} us per sample"
+    refused = sum(stats.refused.values())
     print(
-        f"streamed {stats.rows} rows ({stats.skipped} skipped), published {stats.forecasts} forecasts, "
-        f"median {stats.median_step_us:.1f} us per sample",
+        f"streamed {stats.samples} samples ({refused} refused), {stats.forecasts} forecasts, {stats.alarms} alarms, "
+        f"{stats.gap_resets} gap resets; {latency}",
         file=sys.stderr,
     )
-    for reason in stats.skip_reasons:
-        print(f"skipped {reason}", file=sys.stderr)
+    if stats.rejected_by_broker:
+        print(f"the broker refused {stats.rejected_by_broker} publishes (check its ACL)", file=sys.stderr)
+    check_delivered(stats, config)
     return 0
 
 
@@ -58,21 +89,34 @@ def _parity(args: argparse.Namespace) -> int:
 
 
 def _add_runtime_commands(commands: argparse._SubParsersAction) -> None:
-    run = commands.add_parser("run", help="stream a source through a bundle and publish forecasts")
-    run.add_argument("bundle", help="bundle directory made by 'rnnedge export'")
-    run.add_argument("--source", required=True, help="csv:PATH (rows replayed as fast as possible)")
-    run.add_argument("--mqtt", metavar="URL", help="mqtt://[USER:PASS@]HOST[:PORT]; without it, JSON lines on stdout")
-    run.add_argument("--stream", help="stream id in topics and messages (default: the CSV file's name)")
-    run.add_argument("--topic-prefix", help="topic prefix (default: rnnedge/<hostname>)")
-    run.add_argument("--time-column", help="timestamp column (default: the one recorded in the bundle)")
+    run = commands.add_parser("run", help="stream samples through a bundle and publish forecasts (docs/runtime.md)")
+    run.add_argument("bundle", nargs="?", help="bundle directory (or 'bundle' in the config file)")
+    run.add_argument("--config", metavar="TOML", help="device config file (example: devices/device.toml)")
     run.add_argument(
-        "--backend",
-        choices=sorted(BACKEND_FORMATS),
-        default="onnxruntime",
-        help="inference backend (default: onnxruntime)",
+        "--source",
+        action="append",
+        help="csv:PATH, stdin, or mqtt:TOPIC_FILTER[=STREAM] (repeat for several subscriptions)",
     )
-    run.add_argument("--precision", default="float32", help="float32, int8 or int8-static (default: float32)")
+    run.add_argument("--pace", type=float, help="csv replay speed: 1 = real time, 10 = ten times faster (default: max)")
+    run.add_argument(
+        "--mqtt", metavar="URL", help="mqtt[s]://[USER:PASS@]HOST[:PORT]; without a broker: JSON lines out"
+    )
+    run.add_argument("--mqtt-protocol", choices=["3.1.1", "5"], help="MQTT protocol version (default: 3.1.1)")
+    run.add_argument("--stream", help="stream id of a csv/stdin source (default: the CSV file's name / stdin)")
+    run.add_argument("--device-id", help="device id in topics and client id (default: the hostname)")
+    run.add_argument("--topic-prefix", help="topic prefix (default: rnnedge/<device id>)")
+    run.add_argument("--time-column", help="timestamp column of a CSV (default: the one recorded in the bundle)")
+    run.add_argument("--backend", choices=sorted(BACKEND_FORMATS), help="inference backend (default: onnxruntime)")
+    run.add_argument("--precision", help="float32, int8 or int8-static (default: float32)")
     run.add_argument("--verify-key", metavar="PUB", help="refuse the bundle unless signed by this ed25519 public key")
+    run.add_argument(
+        "--spool", metavar="PATH", help="durable outbox (default: ~/.local/state/rnnedge/<client id>.spool)"
+    )
+    run.add_argument("--metrics-interval", type=float, help="seconds between metrics messages (default: 10)")
+    run.add_argument("--drain-timeout", type=float, help="seconds to publish the spool at exit (default: 30)")
+    run.add_argument("--max-streams", type=int, help="refuse samples of new streams beyond this many (default: 1000)")
+    run.add_argument("--gap-factor", type=float, help="reset a stream after a gap of this many intervals (default: 3)")
+    run.add_argument("--home-assistant", action="store_true", help="publish Home Assistant MQTT discovery")
     run.set_defaults(handler=_run)
 
     parity = commands.add_parser(

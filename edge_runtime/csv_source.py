@@ -30,10 +30,10 @@ class CsvColumns:
     time_column: str | None
 
 
-def _open_reader(path: Path) -> tuple[csv.reader, list[str], object]:
+def _open_reader(path: Path, errors: str = "strict") -> tuple[csv.reader, list[str], object]:
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    handle = path.open(newline="", encoding="utf-8")
+    handle = path.open(newline="", encoding="utf-8", errors=errors)
     reader = csv.reader(handle)
     header = next(reader, None)
     if header is None or not any(cell.strip() for cell in header):
@@ -72,18 +72,47 @@ def _parse_row(cells: list[str], indexes: list[int], names: Sequence[str]) -> tu
 
 def iter_rows(path: Path, columns: Sequence[str], time_column: str | None = "auto") -> Iterator[CsvRow]:
     """Yield every data row; a row with a bad value is yielded with values=None and the problem named."""
-    reader, header, handle = _open_reader(path)
-    with handle:
-        if time_column == "auto":
-            time_column = guess_time_column(header)
-        time_index = _column_index(path, header, time_column) if time_column else None
-        indexes = [_column_index(path, header, name) for name in columns]
-        for number, cells in enumerate(reader, start=2):
+    with CsvRows(path, columns, time_column, errors="strict") as rows:
+        yield from rows
+
+
+class CsvRows:
+    """An open CSV file whose header and columns are checked on opening (InputError before anything is read);
+    iterate for its rows, then close it. The replay source's reader.
+
+    With errors="replace", bytes that are not UTF-8 become U+FFFD: they spoil the value or timestamp they are in
+    (that row is then reported as bad) instead of ending a replay that has good rows after them.
+    """
+
+    def __init__(self, path: Path, columns: Sequence[str], time_column: str | None = "auto", errors: str = "replace"):
+        self.path = path
+        self.columns = tuple(columns)
+        self._reader, header, self._handle = _open_reader(path, errors)
+        try:
+            self.time_column = guess_time_column(header) if time_column == "auto" else time_column
+            self._time_index = _column_index(path, header, self.time_column) if self.time_column else None
+            self._indexes = [_column_index(path, header, name) for name in columns]
+        except InputError:
+            self.close()
+            raise
+
+    def __iter__(self) -> Iterator[CsvRow]:
+        time_index = self._time_index
+        for number, cells in enumerate(self._reader, start=2):
             if not cells or not any(cell.strip() for cell in cells):
                 continue
             stamp = cells[time_index].strip() if time_index is not None and time_index < len(cells) else str(number - 2)
-            values, problem = _parse_row(cells, indexes, columns)
+            values, problem = _parse_row(cells, self._indexes, self.columns)
             yield CsvRow(number, stamp, values, problem)
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> CsvRows:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def read_columns(path: Path, columns: Sequence[str], time_column: str | None = "auto") -> CsvColumns:

@@ -1,115 +1,176 @@
-"""Publishing JSON messages over MQTT (paho-mqtt 2.x), QoS 1, with a retained online/offline status."""
+"""QoS 1 publishing through the durable spool, with a retained online/offline status.
+
+Every message is appended to the spool first and published from it; the spool entry is deleted only when the
+broker acknowledges it. So forecasts made while the broker is down, or in flight when the process dies, are
+published after reconnect or restart (consumers drop duplicates by sequence number). Paho reconnects by itself
+and re-sends its own in-flight messages with their original ids, so the publisher never re-publishes on reconnect.
+"""
 
 from __future__ import annotations
 
-import json
+import collections
+import ssl
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 
 from edge_runtime.errors import RnnedgeError
+from edge_runtime.mqtt_client import MqttSettings
+from edge_runtime.spool import Spool
+
+ONLINE, OFFLINE = "online", "offline"
 
 
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool
-    username: str | None
-    password: str | None
+class SpooledPublisher:
+    """Call `enqueue` with new messages and `pump` often (every loop turn, at least a few times a second)."""
 
-    @classmethod
-    def parse(cls, url: str) -> BrokerAddress:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise RnnedgeError(f"broker URL {url!r} is not of the form mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
-        try:
-            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-        except ValueError:
-            raise RnnedgeError(f"broker URL {url!r} has an invalid port") from None
-        return cls(
-            parts.hostname,
-            port,
-            parts.scheme == "mqtts",
-            unquote(parts.username) if parts.username else None,
-            unquote(parts.password) if parts.password else None,
-        )
-
-    def __str__(self) -> str:  # never shows the password
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
-
-
-class MqttPublisher:
-    """Connects on creation; `close` publishes `offline` and waits until every QoS 1 message is acknowledged."""
-
-    def __init__(self, url: str, client_id: str, status_topic: str, connect_timeout: float = 10.0) -> None:
-        self.address = BrokerAddress.parse(url)
+    def __init__(
+        self, settings: MqttSettings, client_id: str, status_topic: str, spool: Spool, window: int = 1000
+    ) -> None:
+        self.settings = settings
         self.status_topic = status_topic
-        self._lock = threading.Condition()
-        self._connected: mqtt.ReasonCode | None = None
-        self._sent = 0
-        self._acked = 0
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
-        client.max_inflight_messages_set(100)
+        self.spool = spool
+        self.window = window
+        self.connects = 0
+        self.rejected_by_broker = 0
+        self.last_problem = ""  # why the last connection attempt failed, for the operator (never a secret)
+        self._connected = threading.Event()
+        self._acks: collections.deque[int] = collections.deque()  # appended by paho's thread
+        self._refused: collections.deque[int] = collections.deque()
+        self._inflight: dict[int, int] = {}  # paho mid -> spool id
+        self._cursor = 0
+        self._broker_window = window
+        self.on_connected: list = []  # callables run in the main thread after each (re)connection
+        self.subscriptions: dict[str, Any] = {}  # topic -> callable(payload) run in paho's thread: keep it tiny
+        self._reconnected = threading.Event()
+        client = settings.client(client_id)
+        client.will_set(status_topic, OFFLINE, qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=1, max_delay=15)
+        client.max_inflight_messages_set(min(window, 65000))
         client.max_queued_messages_set(0)
-        client.will_set(status_topic, "offline", qos=1, retain=True)
-        if self.address.username:
-            client.username_pw_set(self.address.username, self.address.password)
-        if self.address.tls:
-            client.tls_set()
         client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        self._reconnect = client.reconnect
+        client.reconnect = self._reconnect_noting_failures  # paho's loop reconnects through this attribute
         self.client = client
-        try:
-            client.connect(self.address.host, self.address.port, keepalive=30)
-        except OSError as exc:
-            raise RnnedgeError(f"cannot reach MQTT broker {self.address}: {exc.strerror or exc}") from None
-        client.loop_start()
-        with self._lock:
-            self._lock.wait_for(lambda: self._connected is not None, timeout=connect_timeout)
-            reason = self._connected
-        if reason is None or reason.is_failure:
-            client.loop_stop()
-            why = "no answer" if reason is None else str(reason)
-            raise RnnedgeError(f"MQTT broker {self.address} refused the connection: {why}")
-        self.publish(status_topic, "online", retain=True)
 
+    def _reconnect_noting_failures(self) -> Any:
+        """paho retries failed connections without saying why; keep the reason (TLS, refused, unreachable)."""
+        try:
+            return self._reconnect()
+        except ssl.SSLCertVerificationError as exc:
+            self.last_problem = f"TLS certificate verification failed ({exc.verify_message})"
+            raise
+        except OSError as exc:
+            self.last_problem = f"cannot connect ({exc.strerror or exc})"
+            raise
+
+    # paho's network thread ---------------------------------------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        with self._lock:
-            self._connected = reason
-            self._lock.notify_all()
+        if reason.is_failure:
+            self.last_problem = f"the broker refused the connection: {reason}"
+            return
+        self.last_problem = ""
+        # MQTT 5 brokers announce how many QoS 1 messages they accept in flight; more is a protocol error
+        # (mosquitto then drops the connection), so the window never exceeds it.
+        self._broker_window = getattr(properties, "ReceiveMaximum", None) or self.window
+        self.connects += 1
+        client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+        for topic in self.subscriptions:
+            client.subscribe(topic, qos=1)
+        self._connected.set()
+        self._reconnected.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        callback = self.subscriptions.get(message.topic)
+        if callback is not None:
+            callback(message.payload)
+
+    def publish_retained(self, messages: list[tuple[str, str]]) -> None:
+        """Retained configuration (e.g. Home Assistant discovery) sent directly: it is re-sent at every
+        connection, so it needs no spool."""
+        for topic, payload in messages:
+            self.client.publish(topic, payload, qos=1, retain=True)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        self._connected.clear()
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
-        with self._lock:
-            self._acked += 1
-            self._lock.notify_all()
+        if reason is not None and reason.is_failure:  # MQTT 5: e.g. 0x87 not authorized by the broker's ACL
+            self._refused.append(mid)
+        self._acks.append(mid)
 
-    def publish(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
-        info = self.client.publish(topic, payload, qos=1, retain=retain)
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            raise RnnedgeError(f"MQTT publish to {topic} failed: {mqtt.error_string(info.rc)}")
-        with self._lock:
-            self._sent += 1
-
-    def publish_json(self, topic: str, message: dict[str, Any]) -> None:
-        self.publish(topic, json.dumps(message, separators=(",", ":")))
+    # the main thread --------------------------------------------------------------------------------------
+    def start(self, wait: float = 0.0) -> None:
+        """Connect in the background (the broker may be down: messages wait in the spool)."""
+        address = self.settings.address
+        try:
+            self.client.connect_async(address.host, address.port, keepalive=self.settings.keepalive)
+        except (OSError, ValueError) as exc:
+            raise RnnedgeError(f"cannot connect to MQTT broker {address}: {exc}") from None
+        self.client.loop_start()
+        if wait:
+            self._connected.wait(wait)
 
     @property
-    def unacknowledged(self) -> int:
-        with self._lock:
-            return self._sent - self._acked
+    def connected(self) -> bool:
+        return self._connected.is_set()
 
-    def close(self, timeout: float = 30.0) -> int:
-        """Publish `offline`, wait for acknowledgements, disconnect; return how many stayed unacknowledged."""
-        self.publish(self.status_topic, "offline", retain=True)
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            self._lock.wait_for(lambda: self._acked >= self._sent, timeout=max(0.0, deadline - time.monotonic()))
-            missing = self._sent - self._acked
+    @property
+    def reconnects(self) -> int:
+        return max(0, self.connects - 1)
+
+    def enqueue(self, messages: list[tuple[str, str | bytes]]) -> None:
+        if messages:
+            self.spool.append_many(messages)
+
+    def pump(self) -> None:
+        """Settle acknowledgements, then publish spooled messages while the in-flight window has room."""
+        if self._reconnected.is_set():
+            self._reconnected.clear()
+            for callback in self.on_connected:
+                callback()
+        refused = set()
+        while self._refused:
+            refused.add(self._refused.popleft())
+        settled = []
+        while self._acks:
+            spool_id = self._inflight.pop(self._acks.popleft(), None)
+            if spool_id is not None:
+                settled.append(spool_id)
+        self.rejected_by_broker += len(refused)
+        if settled:
+            self.spool.mark_acked(settled)  # a refused message is settled too: retrying would be refused again
+        if not self.connected:
+            return
+        room = min(self.window, self._broker_window) - len(self._inflight)
+        if room <= 0:
+            return
+        for message in self.spool.pending(after=self._cursor, limit=room):
+            info = self.client.publish(message.topic, message.payload, qos=1, retain=message.retain)
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                break  # paho's queue refused it: it stays in the spool for the next pump
+            self._inflight[info.mid] = message.id
+            self._cursor = message.id
+
+    def close(self, drain_timeout: float) -> int:
+        """Publish what the spool holds (up to `drain_timeout` s), then `offline`, and disconnect.
+
+        Returns how many messages remain in the spool (they are published at the next start)."""
+        deadline = time.monotonic() + drain_timeout
+        while time.monotonic() < deadline:
+            self.pump()
+            if self.spool.stats().messages == 0 and not self._inflight:
+                break
+            time.sleep(0.01)
+        if self.connected:
+            info = self.client.publish(self.status_topic, OFFLINE, qos=1, retain=True)
+            info.wait_for_publish(timeout=max(1.0, deadline - time.monotonic()))
         self.client.disconnect()
         self.client.loop_stop()
-        return missing
+        remaining = self.spool.stats().messages
+        return remaining

@@ -1,136 +1,272 @@
-"""`rnnedge run`: replay a source through a bundle's step model and publish one message per forecast.
+"""`rnnedge run`: the long-running loop. Samples come from a source (CSV replay, JSON lines on stdin, MQTT
+subscriptions), go through the engine in batches, and the forecasts go to MQTT through the durable spool
+(or to stdout as JSON lines when no broker is given).
 
-Topic layout (see README): `{prefix}/status` holds a retained `online`/`offline`; each forecast goes to
-`{prefix}/forecast/{stream}` as JSON, QoS 1. Without a broker URL the messages are written to stdout as JSON lines.
+Topic layout (docs/runtime.md): `{prefix}/status` retained `online`/`offline` (last will `offline`);
+`{prefix}/forecast/{stream}` one JSON message per forecast, QoS 1; `{prefix}/metrics` every `metrics_interval` s.
+
+SIGTERM or SIGINT: stop intake, publish what is spooled (up to `drain_timeout`), publish `offline`, exit 0.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import socket
-import statistics
+import logging
+import signal
 import sys
+import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol, TextIO
+from dataclasses import dataclass
+from typing import Any, TextIO
 
-import numpy as np
-
+from edge_runtime.backends import open_step_backend
 from edge_runtime.bundle import Bundle
-from edge_runtime.csv_source import CsvRow, iter_rows
+from edge_runtime.config import RuntimeConfig
+from edge_runtime.drift import DriftLimits
+from edge_runtime.engine import EngineSettings, Forecast, StreamEngine
 from edge_runtime.errors import RnnedgeError
-from edge_runtime.forecaster import StreamForecaster
-from edge_runtime.mqtt_publisher import MqttPublisher
+from edge_runtime.metrics import LatencyWindow, RefusalLog, metrics_message
+from edge_runtime.mqtt_publisher import SpooledPublisher
+from edge_runtime.samples import Rejected, Sample
+from edge_runtime.sources import open_source
+from edge_runtime.spool import Spool
 
-
-class Sink(Protocol):
-    def publish_json(self, topic: str, message: dict[str, Any]) -> None: ...
-
-
-class JsonLinesSink:
-    """Writes `{"topic": ..., "message": ...}` lines: the same messages as MQTT, for pipes and debugging."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-
-    def publish_json(self, topic: str, message: dict[str, Any]) -> None:
-        self.stream.write(json.dumps({"topic": topic, "message": message}, separators=(",", ":")) + "\n")
+log = logging.getLogger("rnnedge.run")
+FORMAT_OF_BACKEND = {"onnxruntime": "onnx", "litert": "tflite", "numpy": "numpy"}
 
 
 @dataclass
 class RunStats:
-    rows: int = 0
-    skipped: int = 0
-    forecasts: int = 0
-    step_ns: list[int] = field(default_factory=list)
-    skip_reasons: list[str] = field(default_factory=list)
-
-    @property
-    def median_step_us(self) -> float:
-        return statistics.median(self.step_ns) / 1000 if self.step_ns else float("nan")
-
-
-def default_device_id() -> str:
-    return socket.gethostname() or "device"
+    samples: int
+    forecasts: int
+    refused: dict[str, int]
+    gap_resets: int
+    alarms: int
+    median_step_us: float | None
+    p99_step_us: float | None
+    spooled: int  # messages left in the spool at exit (published at the next start)
+    rejected_by_broker: int  # MQTT 5: publishes the broker refused (e.g. its ACL)
+    broker_problem: str  # why the broker could not be reached, if it could not
+    source_error: str | None  # why the source ended early, if it did
 
 
-def parse_source(spec: str) -> Path:
-    """`csv:PATH` -> PATH (the one source kind of this version)."""
-    kind, _, location = spec.partition(":")
-    if kind != "csv" or not location:
-        raise RnnedgeError(f"source {spec!r} is not supported (supported: csv:PATH)")
-    return Path(location)
+class JsonLinesOut:
+    """The same messages as MQTT, as `{"topic": ..., "message": ...}` lines: for pipes and debugging."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def enqueue(self, messages: list[tuple[str, str]]) -> None:
+        for topic, payload in messages:
+            self.stream.write(f'{{"topic":{json.dumps(topic)},"message":{payload}}}\n')
+
+    def pump(self) -> None:
+        self.stream.flush()
 
 
-def forecast_message(bundle: Bundle, stream: str, seq: int, row: CsvRow, forecast: np.ndarray) -> dict[str, Any]:
-    """One forecast: for each target, the next `horizon` values after `ts`, in sensor units."""
-    manifest = bundle.manifest
-    observed = dict(zip(manifest.features, row.values or (), strict=True))
-    return {
-        "stream": stream,
-        "seq": seq,
-        "ts": row.timestamp,
-        "observed": {name: observed[name] for name in manifest.targets if name in observed},
-        "forecast": {name: [float(v) for v in forecast[:, j]] for j, name in enumerate(manifest.targets)},
-        "bundle": bundle.digest,
-    }
+def _dumps(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))
 
 
-def stream_rows(
-    forecaster: StreamForecaster, bundle: Bundle, rows: Iterable[CsvRow], sink: Sink, topic: str, stream: str
-) -> RunStats:
-    """Feed rows one at a time; publish each forecast with a per-stream sequence number starting at 0."""
-    stats = RunStats()
-    seq = 0
-    for row in rows:
-        stats.rows += 1
-        if row.values is None:
-            stats.skipped += 1
-            if len(stats.skip_reasons) < 5:
-                stats.skip_reasons.append(f"line {row.line}: {row.problem}")
-            continue
-        started = time.perf_counter_ns()
-        forecast = forecaster.update(row.values)
-        stats.step_ns.append(time.perf_counter_ns() - started)
-        if forecast is None:
-            continue
-        sink.publish_json(topic, forecast_message(bundle, stream, seq, row, forecast))
-        seq += 1
-        stats.forecasts += 1
-    return stats
+def _refusal_kind(reason: str) -> str:
+    """A short, countable kind for the metrics ('out-of-order timestamp ...' -> 'out-of-order')."""
+    for kind in ("duplicate", "out-of-order", "max_streams", "too large", "NaN", "not a number", "missing", "values"):
+        if kind in reason:
+            return kind
+    return "invalid"
 
 
-def run(
-    bundle: Bundle,
-    source: str,
-    mqtt_url: str | None,
-    stream: str | None = None,
-    topic_prefix: str | None = None,
-    time_column: str | None = None,
-    out: TextIO | None = None,
-    format: str = "onnx",
-    precision: str = "float32",
-) -> RunStats:
-    """Stream a CSV through the bundle to MQTT (or stdout); return what happened."""
-    path = parse_source(source)
-    stream = stream or path.stem
-    prefix = topic_prefix or f"rnnedge/{default_device_id()}"
-    column = time_column or bundle.manifest.time_column or "auto"
-    rows = iter_rows(path, bundle.manifest.features, column)
-    first = next(rows, None)  # opens the file and checks its columns before connecting anywhere
-    replay = rows if first is None else itertools.chain([first], rows)
-    topic = f"{prefix}/forecast/{stream}"
-    forecaster = StreamForecaster.from_bundle(bundle, format, precision)
-    if mqtt_url is None:
-        return stream_rows(forecaster, bundle, replay, JsonLinesSink(out or sys.stdout), topic, stream)
-    publisher = MqttPublisher(mqtt_url, f"rnnedge-{stream}-{default_device_id()}", f"{prefix}/status")
+class Runtime:
+    def __init__(self, config: RuntimeConfig, bundle: Bundle, out: TextIO | None = None) -> None:
+        self.config = config
+        self.bundle = bundle
+        self.boot = int(time.time())
+        backend = open_step_backend(
+            bundle, bundle.manifest.artifact(FORMAT_OF_BACKEND[config.backend], config.precision)
+        )
+        settings = EngineSettings(
+            config.gap_factor,
+            config.max_streams,
+            config.anomaly_overrides(),
+            config.drift_window,
+            DriftLimits.from_json(config.drift_limits),
+        )
+        self.engine = StreamEngine(bundle, backend, settings, self.boot)
+        self.source = open_source(config, bundle.manifest)
+        self.latency = LatencyWindow()
+        self.refusals = RefusalLog()
+        self.stop = threading.Event()
+        self.spool: Spool | None = None
+        self.publisher: SpooledPublisher | JsonLinesOut
+        if config.mqtt is None:
+            self.publisher = JsonLinesOut(out or sys.stdout)
+        else:
+            self.spool = Spool.open(config.spool, config.spool_max_bytes, config.fsync_interval)
+            if self.spool.recovery:
+                log.warning("%s", self.spool.recovery)
+            self.publisher = SpooledPublisher(config.mqtt, config.mqtt_client_id, f"{config.prefix}/status", self.spool)
+            if config.home_assistant:
+                self._enable_discovery()
+
+    def _enable_discovery(self) -> None:
+        """Announce each stream's entities when it first forecasts, and all of them again at every connection
+        and whenever Home Assistant says it (re)started."""
+        from edge_runtime.discovery import HomeAssistantStatus
+
+        self.announced: set[str] = set()
+        self.republish = threading.Event()  # set from paho's thread, acted on in the main thread
+        status = HomeAssistantStatus(self.config.discovery_prefix)
+        self.publisher.subscriptions[status.topic] = lambda payload: (
+            status.should_republish(status.topic, payload) and self.republish.set()
+        )
+        self.publisher.on_connected.append(self.republish.set)
+
+    def _announce(self) -> None:
+        from edge_runtime import __version__
+        from edge_runtime.discovery import discovery_messages
+
+        config = self.config
+        if self.republish.is_set():
+            self.republish.clear()
+            self.announced.clear()
+        for stream in self.engine.streams.keys() - self.announced:
+            messages = discovery_messages(
+                config.device_id,
+                stream,
+                self.bundle.manifest.targets,
+                f"{config.prefix}/forecast/{stream}",
+                f"{config.prefix}/status",
+                {"name": f"rnnedge {config.device_id}", "sw_version": __version__},
+                prefix=config.discovery_prefix,
+            )
+            self.publisher.publish_retained([(m.topic, m.payload) for m in messages])
+            self.announced.add(stream)
+
+    def _topic(self, forecast: Forecast) -> str:
+        return f"{self.config.prefix}/forecast/{forecast.stream}"
+
+    def _refuse(self, rejected: list[Rejected]) -> None:
+        for item in rejected:
+            if self.refusals.record(_refusal_kind(item.reason)):
+                log.warning("refused sample (%s, stream %s): %s", item.source, item.stream, item.reason)
+
+    def _metrics(self, interval_samples: int, interval_s: float) -> dict[str, Any]:
+        counters = vars(self.engine.counters).copy()
+        counters["refused_total"] = sum(self.refusals.by_reason.values())
+        counters.update(self.source.stats())
+        spool = vars(self.spool.stats()) if self.spool else None
+        mqtt = None
+        if isinstance(self.publisher, SpooledPublisher):
+            mqtt = {
+                "connected": self.publisher.connected,
+                "reconnects": self.publisher.reconnects,
+                "rejected_by_broker": self.publisher.rejected_by_broker,
+            }
+        return metrics_message(
+            boot=self.boot,
+            started=self.started,
+            interval_samples=interval_samples,
+            interval_s=interval_s,
+            latency=self.latency,
+            counters=counters,
+            refused=self.refusals.by_reason,
+            spool=spool,
+            mqtt=mqtt,
+            streams=self.engine.stream_summary(),
+        )
+
+    def _handle(self, items: list) -> int:
+        """One batch from the source through the engine to the publisher; returns the samples handled."""
+        samples = [item for item in items if isinstance(item, Sample)]
+        self._refuse([item for item in items if isinstance(item, Rejected)])
+        if samples:
+            started = time.perf_counter_ns()
+            forecasts, refused = self.engine.process(samples)
+            self.latency.add((time.perf_counter_ns() - started) // len(samples), len(samples))
+            self._refuse(refused)
+            self.publisher.enqueue([(self._topic(f), _dumps(f.message)) for f in forecasts])
+        return len(samples)
+
+    def serve(self) -> RunStats:
+        config = self.config
+        self.started = time.time()
+        if isinstance(self.publisher, SpooledPublisher):
+            self.publisher.start()
+        self.source.start()
+        last_metrics = time.monotonic()
+        interval_samples = 0
+        try:
+            while not self.stop.is_set():
+                interval_samples += self._handle(self.source.take(config.max_batch, timeout=0.1))
+                now = time.monotonic()
+                if config.mqtt is not None and now - last_metrics >= config.metrics_interval:
+                    message = self._metrics(interval_samples, now - last_metrics)
+                    self.publisher.enqueue([(f"{config.prefix}/metrics", _dumps(message))])
+                    last_metrics, interval_samples = now, 0
+                if self.config.home_assistant and isinstance(self.publisher, SpooledPublisher):
+                    if self.publisher.connected:
+                        self._announce()
+                self.publisher.pump()
+                if self.source.finished:
+                    break
+        finally:
+            self.source.stop()
+        while not self.source.finished:  # what the source had already accepted is still forecast
+            interval_samples += self._handle(self.source.take(config.max_batch, timeout=0.1))
+        if self.source.error:
+            log.error("the source ended early: %s", self.source.error)
+        if self.config.mqtt is not None:  # a last metrics message: the totals of this run
+            message = self._metrics(interval_samples, time.monotonic() - last_metrics)
+            self.publisher.enqueue([(f"{config.prefix}/metrics", _dumps(message))])
+        return self._close()
+
+    def _close(self) -> RunStats:
+        spooled, rejected, problem = 0, 0, ""
+        if isinstance(self.publisher, SpooledPublisher):
+            spooled = self.publisher.close(self.config.drain_timeout)
+            rejected, problem = self.publisher.rejected_by_broker, self.publisher.last_problem
+            self.spool.close()
+        else:
+            self.publisher.pump()
+        counters = self.engine.counters
+        latency = self.latency.percentiles_us()
+        return RunStats(
+            counters.samples,
+            counters.forecasts,
+            dict(self.refusals.by_reason),
+            counters.gap_resets,
+            counters.alarms,
+            latency["p50"],
+            latency["p99"],
+            spooled,
+            rejected,
+            problem,
+            self.source.error,
+        )
+
+
+def run(config: RuntimeConfig, bundle: Bundle, out: TextIO | None = None) -> RunStats:
+    """Serve until the source ends or SIGTERM/SIGINT; the signal handlers are restored afterwards."""
+    runtime = Runtime(config, bundle, out)
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            handlers[signum] = signal.signal(signum, lambda *_: runtime.stop.set())
     try:
-        stats = stream_rows(forecaster, bundle, replay, publisher, topic, stream)
+        return runtime.serve()
     finally:
-        missing = publisher.close()
-    if missing:
-        raise RnnedgeError(f"{missing} messages were not acknowledged by {publisher.address}")
-    return stats
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
+def check_delivered(stats: RunStats, config: RuntimeConfig) -> None:
+    """A run that could not read all its input, or deliver all its output, ends with a one-line error."""
+    if stats.source_error:
+        raise RnnedgeError(f"the source ended early: {stats.source_error}")
+    if stats.spooled:
+        why = f" ({stats.broker_problem})" if stats.broker_problem else ""
+        raise RnnedgeError(
+            f"{stats.spooled} messages could not be delivered to {config.mqtt.address} within "
+            f"{config.drain_timeout:g} s{why}: they stay in the spool {config.spool}"
+            " and are published at the next start"
+        )

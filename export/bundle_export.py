@@ -26,6 +26,7 @@ from edge_runtime.bundle import (
     load_bundle,
     write_bundle,
 )
+from edge_runtime.drift import DriftReference
 from edge_runtime.errors import BundleError, RnnedgeError
 from edge_runtime.numpy_backend import NumpyStepBackend
 from edge_runtime.parity import ParityReport, check_bundle
@@ -210,9 +211,16 @@ def export_bundle(run_dir: Path, out: Path, options: ExportOptions = ExportOptio
     )
     np.savez_compressed(out / GOLDEN_FILE, **golden, **extra_golden)
 
-    anomaly = _anomaly_priors(sequence_model, config, val_inputs, val_targets, _targets_raw(config, splits, "train"))
+    residuals = _validation_residuals(sequence_model, config, val_inputs, val_targets)
+    train_targets = _targets_raw(config, splits, "train")
     manifest = Manifest(
-        anomaly=anomaly,
+        anomaly={
+            target: AnomalyParams.measure(residuals[:, j], train_targets[:, j])
+            for j, target in enumerate(config.targets)
+        },
+        drift=DriftReference.measure(
+            _train_features_raw(config, splits["train"]), config.features, residuals, config.targets
+        ),
         cell=config.cell,
         layers=config.layers,
         window=config.window,
@@ -254,22 +262,21 @@ def export_bundle(run_dir: Path, out: Path, options: ExportOptions = ExportOptio
     return bundle, report
 
 
-def _anomaly_priors(
-    sequence_model: keras.Model,
-    config: RunConfig,
-    val_inputs: np.ndarray,
-    val_targets: np.ndarray,
-    train_targets: np.ndarray,
-) -> dict[str, AnomalyParams]:
-    """Per target: the one-step residuals of the model streaming the validation split (after warm-up, as on a
-    device) and the training range: the prior the runtime's anomaly score starts from."""
+def _validation_residuals(
+    sequence_model: keras.Model, config: RunConfig, val_inputs: np.ndarray, val_targets: np.ndarray
+) -> np.ndarray:
+    """(rows, T) one-step residuals, sensor units, of the model streaming the validation split after warm-up,
+    as on a device: the prior of the anomaly score and the reference of the residual drift."""
     scaler = Scaler(config.features, config.targets, config.scaler, config.relative_to_last, config.horizon)
     output = sequence_model.predict(val_inputs[None].astype(np.float32), verbose=0)[0]
     next_forecast = scaler.forecast_units(output, val_inputs)[:-1, 0, :]
-    residuals = (val_targets[1:] - next_forecast)[config.warmup_steps :]
-    return {
-        target: AnomalyParams.measure(residuals[:, j], train_targets[:, j]) for j, target in enumerate(config.targets)
-    }
+    return (val_targets[1:] - next_forecast)[config.warmup_steps :]
+
+
+def _train_features_raw(config: RunConfig, train_inputs: np.ndarray) -> np.ndarray:
+    mean = np.array([config.scaler[f].mean for f in config.features])
+    std = np.array([config.scaler[f].std for f in config.features])
+    return train_inputs.astype(np.float64) * std + mean
 
 
 def _manifest_stub(config: RunConfig, step) -> Manifest:

@@ -44,6 +44,9 @@ class Mosquitto:
     workdir: Path
     port: int
     process: subprocess.Popen | None = None
+    persistent: bool = False  # keep sessions and queued messages across a restart (like a production broker)
+    extra: tuple[str, ...] = ()  # more config lines, e.g. auth, ACL, TLS
+    listener: tuple[str, ...] = ()  # options of this listener (TLS files)
 
     @property
     def url(self) -> str:
@@ -51,12 +54,12 @@ class Mosquitto:
 
     def start(self) -> None:
         conf = self.workdir / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            "persistence false",
-            "log_dest stderr",
-        ]
+        lines = [f"listener {self.port} 127.0.0.1", *self.listener, "log_dest stderr", "max_queued_messages 1000000"]
+        if self.persistent:
+            lines += ["persistence true", f"persistence_location {self.workdir}/", "autosave_interval 1"]
+        else:
+            lines.append("persistence false")
+        lines += list(self.extra) or ["allow_anonymous true"]
         if os.geteuid() == 0:
             lines.append("user root")
         conf.write_text("\n".join(lines) + "\n")

@@ -11,11 +11,19 @@ import paho.mqtt.client as mqtt
 
 
 class Recorder:
-    def __init__(self, port: int, topic: str) -> None:
+    """Records what a broker delivers. `durable`: a persistent session (clean_session False) that the broker
+    keeps, with its queued QoS 1 messages, across the recorder's and the broker's restarts."""
+
+    def __init__(self, port: int, topic: str, durable: bool = False) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Condition()
         subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"recorder-{uuid.uuid4().hex[:8]}")
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"recorder-{uuid.uuid4().hex[:8]}",
+            clean_session=not durable,
+        )
+        self.client.reconnect_delay_set(min_delay=1, max_delay=2)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
         self.client.on_message = self._on_message

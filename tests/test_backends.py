@@ -12,7 +12,6 @@ from conftest import TrainedBundle, write_rows
 from edge_runtime.bundle import load_bundle
 from edge_runtime.cli import main
 from edge_runtime.errors import BundleError
-from edge_runtime.forecaster import StreamForecaster
 
 
 def forecasts_with(backend: str, bundle: Path, csv: Path, capsys, precision: str = "float32") -> np.ndarray:
@@ -33,4 +32,4 @@ def test_every_backend_streams_the_same_forecasts(tiny_bundle: TrainedBundle, tm
 
 def test_asking_for_an_artifact_the_bundle_lacks_names_what_it_has(tiny_bundle: TrainedBundle) -> None:
     with pytest.raises(BundleError, match=r"no step model in tflite/int8 \(it has: .*step onnx/float32"):
-        StreamForecaster.from_bundle(load_bundle(tiny_bundle.bundle_dir), "tflite", "int8")
+        load_bundle(tiny_bundle.bundle_dir).manifest.artifact("tflite", "int8")

@@ -131,7 +131,7 @@ def test_run_rejects_csv_without_the_model_columns(tiny_bundle: TrainedBundle, t
     )
 
 
-def test_run_skips_bad_rows_and_keeps_streaming(tiny_bundle: TrainedBundle, tmp_path: Path, capsys) -> None:
+def test_run_skips_bad_rows_and_keeps_streaming(tiny_bundle: TrainedBundle, tmp_path: Path, capsys, caplog) -> None:
     good = write_rows(tmp_path / "good.csv", 1200, 30).read_text().splitlines()
     bad = good[:10] + ["2014-01-01 00:00:00,broken", "2014-01-01 00:05:00,inf"] + good[10:]
     csv = tmp_path / "mixed.csv"
@@ -139,13 +139,17 @@ def test_run_skips_bad_rows_and_keeps_streaming(tiny_bundle: TrainedBundle, tmp_
     assert main(run_args(tiny_bundle.bundle_dir, csv)) == 0
     captured = capsys.readouterr()
     assert len(captured.out.strip().splitlines()) == 30 - 4  # every good row after warm-up still forecast
-    assert "streamed 32 rows (2 skipped), published 26 forecasts" in captured.err
-    assert "skipped line 11: column 'value' holds 'broken', not a number" in captured.err
+    assert "streamed 30 samples (2 refused), 26 forecasts" in captured.err
+    refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused sample")]
+    assert len(refusals) == 2
+    assert "line 11" in refusals[0] and "'broken'" in refusals[0]
 
 
 def test_run_rejects_unknown_source_kind(tiny_bundle: TrainedBundle, capsys) -> None:
     line = one_line_error(capsys, ["run", str(tiny_bundle.bundle_dir), "--source", "serial:/dev/ttyUSB0"])
-    assert "source 'serial:/dev/ttyUSB0' is not supported (supported: csv:PATH)" in line
+    assert (
+        "source 'serial:/dev/ttyUSB0' is not supported (supported: csv:PATH, stdin, mqtt:TOPIC_FILTER[=STREAM])" in line
+    )
 
 
 @pytest.mark.parametrize(

@@ -98,10 +98,13 @@ def test_retained_status_is_offline_after_the_run(tiny_bundle: TrainedBundle, mo
     assert late.messages == [("plant/status", b"offline", True)]
 
 
-def test_unreachable_broker_is_one_line_error(tiny_bundle: TrainedBundle, tmp_path: Path) -> None:
+def test_unreachable_broker_keeps_forecasts_in_the_spool_and_says_so(
+    tiny_bundle: TrainedBundle, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
     from conftest import free_port
 
     csv = write_rows(tmp_path / "short.csv", 1200, 20)
+    spool = tmp_path / "spool"
     result = subprocess.run(
         [
             *RNNEDGE,
@@ -109,13 +112,50 @@ def test_unreachable_broker_is_one_line_error(tiny_bundle: TrainedBundle, tmp_pa
             str(tiny_bundle.bundle_dir),
             "--source",
             f"csv:{csv}",
+            "--topic-prefix",
+            "plant",
             "--mqtt",
             f"mqtt://127.0.0.1:{free_port()}",
+            "--spool",
+            str(spool),
+            "--drain-timeout",
+            "1",
         ],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 2
-    assert result.stderr.startswith("rnnedge: error: cannot reach MQTT broker mqtt://127.0.0.1:")
-    assert len(result.stderr.strip().splitlines()) == 1
+    error = result.stderr.strip().splitlines()[-1]
+    # 16 forecasts (20 rows - 4 warm-up) and the run's final metrics message
+    assert error.startswith("rnnedge: error: 17 messages could not be delivered to mqtt://127.0.0.1:")
+    assert "(cannot connect (Connection refused))" in error
+    assert "they stay in the spool" in error and "Traceback" not in result.stderr
+
+    # the next start, with the broker there, publishes what the first run could not (and its own forecasts)
+    recorder = Recorder(mosquitto.port, "plant/forecast/#")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("timestamp,value\n")
+    again = subprocess.run(
+        [
+            *RNNEDGE,
+            "run",
+            str(tiny_bundle.bundle_dir),
+            "--source",
+            f"csv:{empty}",
+            "--topic-prefix",
+            "plant",
+            "--mqtt",
+            mosquitto.url,
+            "--spool",
+            str(spool),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 0, again.stderr
+    recorder.wait_for(16)
+    recorder.settle()
+    recorder.close()
+    assert [m["seq"] for m in recorder.json_on("/forecast/short")] == list(range(16))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 import threading
 from pathlib import Path
 
@@ -14,8 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 
+from edge_runtime.config import RuntimeConfig  # noqa: E402
 from edge_runtime.errors import ParityError, RnnedgeError  # noqa: E402
-from edge_runtime.runner import run  # noqa: E402
+from edge_runtime.mqtt_client import BrokerAddress, MqttSettings  # noqa: E402
+from edge_runtime.runner import check_delivered, run  # noqa: E402
 from export.bundle_export import export_bundle  # noqa: E402
 from trainer.demo_broker import EmbeddedBroker  # noqa: E402
 from trainer.train import TrainOptions, train  # noqa: E402
@@ -29,8 +30,6 @@ class Subscriber:
     """Collects forecast messages, as a dashboard or a database writer on the other side would."""
 
     def __init__(self, url: str, topic: str) -> None:
-        from edge_runtime.mqtt_publisher import BrokerAddress
-
         address = BrokerAddress.parse(url)
         self.messages: list[dict] = []
         self._lock = threading.Condition()
@@ -103,7 +102,17 @@ def run_demo(out: Path, mqtt_url: str | None, epochs: int) -> None:
     print(f"4/4 streaming {heldout} through the edge runtime to {url} ...", flush=True)
     try:
         subscriber = Subscriber(url, f"{PREFIX}/forecast/{STREAM}")
-        stats = run(bundle, f"csv:{heldout}", url, STREAM, PREFIX)
+        config = RuntimeConfig(
+            bundle=bundle.path,
+            path=heldout,
+            stream=STREAM,
+            mqtt=MqttSettings(url),
+            topic_prefix=PREFIX,
+            spool_path=out / "spool.sqlite",
+            metrics_interval=3600.0,
+        ).check()
+        stats = run(config, bundle)
+        check_delivered(stats, config)
         messages = subscriber.wait_for(stats.forecasts, timeout=60)
     finally:
         if broker:
@@ -116,12 +125,13 @@ def run_demo(out: Path, mqtt_url: str | None, epochs: int) -> None:
     plot(messages, out / "forecast.png")
     print(
         "\nsummary\n"
-        f"  rows streamed            {stats.rows}\n"
+        f"  rows streamed            {stats.samples}\n"
         f"  forecasts published      {stats.forecasts} (after {bundle.manifest.warmup_steps} warm-up rows)\n"
         f"  messages received        {len(messages)}\n"
         f"  forecast MAE (t+1)       {model_mae:.4f} (persistence {persistence_mae:.4f}, "
         f"{100 * (1 - model_mae / persistence_mae):+.1f}% better)\n"
-        f"  median latency           {statistics.median(stats.step_ns) / 1000:.1f} us per sample\n"
+        f"  median latency           {stats.median_step_us:.1f} us per sample (model, scaling, anomaly score)\n"
+        f"  alarms                   {stats.alarms}\n"
         f"  plot                     {out / 'forecast.png'}\n"
         f"  bundle                   {bundle.path} ({bundle.digest[:12]})"
     )

@@ -1,0 +1,99 @@
+"""Connecting to a broker: URL, credentials, TLS and protocol version, in one place for every MQTT client
+of the runtime (publisher, subscription source). Secrets never appear in `str()`, logs or errors."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+
+from edge_runtime.errors import RnnedgeError
+
+PROTOCOLS = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise RnnedgeError(
+                f"broker URL {_redacted(url)!r} is not of the form mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
+            )
+        try:
+            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        except ValueError:
+            raise RnnedgeError(f"broker URL {_redacted(url)!r} has an invalid port") from None
+        return cls(
+            parts.hostname,
+            port,
+            parts.scheme == "mqtts",
+            unquote(parts.username) if parts.username else None,
+            unquote(parts.password) if parts.password else None,
+        )
+
+    def __str__(self) -> str:  # never shows the password
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"BrokerAddress({self})"
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    url: str
+    username: str | None = None  # overrides the URL's
+    password: str | None = None
+    ca_file: Path | None = None  # TLS: trust this CA instead of the system's
+    cert_file: Path | None = None  # TLS client certificate ...
+    key_file: Path | None = None  # ... and its key
+    protocol: str = "3.1.1"
+    keepalive: int = 30
+
+    def __repr__(self) -> str:  # dataclass repr would print the password
+        return f"MqttSettings({self.address}, protocol={self.protocol})"
+
+    @property
+    def address(self) -> BrokerAddress:
+        return BrokerAddress.parse(self.url)
+
+    def client(self, client_id: str) -> mqtt.Client:
+        """A paho client with credentials and TLS set, not yet connected."""
+        if self.protocol not in PROTOCOLS:
+            raise RnnedgeError(f"MQTT protocol {self.protocol!r} is not supported (supported: 3.1.1, 5)")
+        address = self.address
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=PROTOCOLS[self.protocol])
+        username = self.username or address.username
+        if username:
+            client.username_pw_set(username, self.password or address.password)
+        if address.tls or self.ca_file:
+            for path in (self.ca_file, self.cert_file, self.key_file):
+                if path is not None and not Path(path).is_file():
+                    raise RnnedgeError(f"TLS file {path} does not exist")
+            try:
+                client.tls_set(
+                    ca_certs=str(self.ca_file) if self.ca_file else None,
+                    certfile=str(self.cert_file) if self.cert_file else None,
+                    keyfile=str(self.key_file) if self.key_file else None,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                )
+            except (ssl.SSLError, OSError) as exc:
+                raise RnnedgeError(f"TLS set-up failed: {exc}") from None
+        return client
