@@ -23,6 +23,7 @@ from edge_runtime.errors import BundleError, InputError
 SCHEMA = "rnnedge.bundle"
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+SCALER_KINDS = ("zscore", "minmax")
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ class Manifest:
     golden: GoldenSpec
     provenance: dict[str, Any]
     unsupported: tuple[Unsupported, ...] = ()
+    scaler_kind: str = "zscore"  # "zscore" (mean, std) or "minmax" (min, max - min): both apply (x - mean) / std
+    differenced: tuple[str, ...] = ()  # features the model reads as the change of their scaled value
     anomaly: dict[str, AnomalyParams] = field(default_factory=dict)  # per target: prior and alarm policy
     drift: DriftReference | None = None  # training statistics the runtime's drift monitor compares with
     files: dict[str, FileEntry] = field(default_factory=dict)
@@ -134,8 +137,9 @@ class Manifest:
                 "targets": list(self.targets),
                 "time_column": self.time_column,
                 "relative_to_last": self.relative_to_last,
+                "differenced": list(self.differenced),
                 "scaler": {
-                    "kind": "zscore",
+                    "kind": self.scaler_kind,
                     "columns": {name: {"mean": s.mean, "std": s.std} for name, s in self.scaler.items()},
                 },
             },
@@ -163,8 +167,10 @@ class Manifest:
                 f"(this runtime reads version {SCHEMA_VERSION})"
             )
         model, data, step = doc["model"], doc["data"], doc["step_model"]
-        if data["scaler"]["kind"] != "zscore":
-            raise BundleError(f"scaler kind {data['scaler']['kind']!r} is not supported (supported: zscore)")
+        if data["scaler"]["kind"] not in SCALER_KINDS:
+            raise BundleError(
+                f"scaler kind {data['scaler']['kind']!r} is not supported (supported: {', '.join(SCALER_KINDS)})"
+            )
         return cls(
             cell=str(model["cell"]),
             layers=tuple(int(u) for u in model["layers"]),
@@ -175,6 +181,8 @@ class Manifest:
             targets=tuple(str(c) for c in data["targets"]),
             time_column=data["time_column"],
             relative_to_last=bool(data["relative_to_last"]),
+            scaler_kind=str(data["scaler"]["kind"]),
+            differenced=tuple(str(c) for c in data.get("differenced", [])),
             scaler={
                 name: ColumnScale(float(s["mean"]), float(s["std"])) for name, s in data["scaler"]["columns"].items()
             },

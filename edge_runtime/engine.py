@@ -83,6 +83,7 @@ class StreamEngine:
         self.counters = EngineCounters()
         self._capacity = 0
         self._states: list[np.ndarray] = backend.zero_state(0)
+        self._last_scaled = np.zeros((0, len(self.features)), dtype=np.float32)  # per stream, for differencing
         self._zero = [np.zeros(s.shape[1:], dtype=np.float32) for s in self._states]
 
     # --- stream bookkeeping -------------------------------------------------------------------------------
@@ -115,6 +116,9 @@ class StreamEngine:
         for new, old in zip(grown, self._states, strict=True):
             new[: len(old)] = old
         self._states = grown
+        last = np.zeros((capacity, len(self.features)), dtype=np.float32)
+        last[: len(self._last_scaled)] = self._last_scaled
+        self._last_scaled = last
         self._capacity = capacity
 
     def _reset(self, state: StreamState) -> None:
@@ -185,7 +189,16 @@ class StreamEngine:
             rows = np.fromiter((state.slot for _, state in batch), dtype=np.intp, count=len(batch))
         raw = np.array([sample.values for sample, _ in batch], dtype=np.float64)
         scaled = self.scaler.scale_inputs(raw)
-        output, new_states = self.backend.step(scaled, [tensor[rows] for tensor in self._states])
+        inputs = scaled
+        if self.scaler.diff_columns:  # the change since the stream's previous sample; 0 after a start or reset
+            columns = self.scaler.diff_columns
+            inputs = scaled.copy()
+            change = scaled[:, columns] - self._last_scaled[rows][:, columns]
+            fresh = np.array([state.seen == 0 for _, state in batch])
+            change[fresh] = 0.0
+            inputs[:, columns] = change
+            self._last_scaled[rows] = scaled
+        output, new_states = self.backend.step(inputs, [tensor[rows] for tensor in self._states])
         for tensor, new in zip(self._states, new_states, strict=True):
             tensor[rows] = new
         forecast_units = self.scaler.forecast_units(output, scaled)  # (B, H, T)

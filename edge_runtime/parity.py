@@ -168,20 +168,20 @@ def anomaly_decisions(manifest: Manifest, residuals: np.ndarray, values: np.ndar
 
 
 def _one_step_residuals(
-    manifest: Manifest, output: np.ndarray, last_inputs: np.ndarray, future: np.ndarray
+    manifest: Manifest, output: np.ndarray, last_levels: np.ndarray, future: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Residuals (rows, H, T) in sensor units, and the observed next values (rows, T), where the future is known."""
-    forecast = Scaler.from_manifest(manifest).forecast_units(output, last_inputs)
+    forecast = Scaler.from_manifest(manifest).forecast_units(output, last_levels)
     residual = future - forecast
     usable = ~np.isnan(residual).any(axis=(1, 2))
     return residual[usable], future[usable, 0, :]
 
 
 def _compare_on_task(
-    manifest: Manifest, actual: np.ndarray, reference: np.ndarray, last_inputs: np.ndarray, future: np.ndarray
+    manifest: Manifest, actual: np.ndarray, reference: np.ndarray, last_levels: np.ndarray, future: np.ndarray
 ) -> TaskParity:
-    float_residual, observed = _one_step_residuals(manifest, reference, last_inputs, future)
-    residual, _ = _one_step_residuals(manifest, actual, last_inputs, future)
+    float_residual, observed = _one_step_residuals(manifest, reference, last_levels, future)
+    residual, _ = _one_step_residuals(manifest, actual, last_levels, future)
     float_flags = anomaly_decisions(manifest, float_residual[:, 0, :], observed)
     flags = anomaly_decisions(manifest, residual[:, 0, :], observed)
     float_mae = float(np.mean(np.abs(float_residual)))
@@ -193,12 +193,9 @@ def _task_parity(bundle: Bundle, backend: StepBackend, golden: dict[str, np.ndar
     manifest = bundle.manifest
     actual = stream(backend, golden["task_inputs"])[manifest.step_output][0]
     rows = slice(manifest.warmup_steps, None)  # forecasts start after the warm-up, as on a device
+    levels = golden.get("task_levels", golden["task_inputs"])[0]  # scaled sample values, before differencing
     return _compare_on_task(
-        manifest,
-        actual[rows],
-        golden["task_forecast"][0][rows],
-        golden["task_inputs"][0][rows],
-        golden["task_future"][0][rows],
+        manifest, actual[rows], golden["task_forecast"][0][rows], levels[rows], golden["task_future"][0][rows]
     )
 
 
@@ -269,8 +266,8 @@ def _check_window(bundle: Bundle, artifact: Artifact, golden: dict[str, np.ndarr
             return ArtifactParity(artifact, runtime, "elementwise", "pass", (result,))
         note = f"output {output} differs by {result.max_abs_error:.3g} on window {worst} (first: window {over[0]})"
         return ArtifactParity(artifact, runtime, "elementwise", "fail", (result,), note=note)
-    last_inputs = golden["window_inputs"][:, -1, :]
-    task = _compare_on_task(bundle.manifest, actual, expected, last_inputs, golden["window_future"])
+    last_levels = golden.get("window_levels", golden["window_inputs"][:, -1, :])
+    task = _compare_on_task(bundle.manifest, actual, expected, last_levels, golden["window_future"])
     return _judge_task(artifact, runtime, (result,), task)
 
 

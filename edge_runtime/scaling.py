@@ -20,6 +20,7 @@ class Scaler:
         scales: dict[str, ColumnScale],
         relative_to_last: bool,
         horizon: int,
+        differenced: tuple[str, ...] = (),
     ) -> None:
         self.feature_mean = np.array([scales[c].mean for c in features], dtype=np.float64)
         self.feature_std = np.array([scales[c].std for c in features], dtype=np.float64)
@@ -28,10 +29,18 @@ class Scaler:
         self.relative_to_last = relative_to_last
         self.horizon = horizon
         self.target_columns = [features.index(c) for c in targets] if relative_to_last else []
+        self.diff_columns = [features.index(c) for c in differenced]
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> Scaler:
-        return cls(manifest.features, manifest.targets, manifest.scaler, manifest.relative_to_last, manifest.horizon)
+        return cls(
+            manifest.features,
+            manifest.targets,
+            manifest.scaler,
+            manifest.relative_to_last,
+            manifest.horizon,
+            manifest.differenced,
+        )
 
     def scale_inputs(self, values: np.ndarray) -> np.ndarray:
         """(..., F) raw values -> (..., F) float32 model inputs."""
@@ -50,3 +59,15 @@ class Scaler:
         if self.relative_to_last:
             out = out + scaled_inputs[..., None, self.target_columns].astype(np.float64)
         return out * self.target_std + self.target_mean
+
+
+def model_inputs(scaled: np.ndarray, diff_columns: list[int]) -> np.ndarray:
+    """Scaled samples (rows, F) of one stream -> what the model reads: differenced columns become the change
+    since the previous sample. The first row has no previous sample: its change is 0, as on a device after a
+    reset. The trainer builds its windows with this, and the runtime streams the same rule one sample at a time."""
+    if not diff_columns:
+        return scaled
+    out = scaled.copy()
+    out[1:, diff_columns] = scaled[1:, diff_columns] - scaled[:-1, diff_columns]
+    out[:1, diff_columns] = 0.0
+    return out

@@ -120,13 +120,21 @@ def _targets_raw(config: RunConfig, splits: dict[str, np.ndarray], split: str) -
     return inputs[:, columns].astype(np.float64) * std + mean
 
 
-def _window_golden(sequence_model: keras.Model, inputs: np.ndarray, targets: np.ndarray, config: RunConfig):
+def _window_golden(
+    sequence_model: keras.Model, inputs: np.ndarray, levels: np.ndarray, targets: np.ndarray, config: RunConfig
+):
     starts = np.linspace(0, len(inputs) - config.window, min(WINDOW_GOLDEN, len(inputs) - config.window + 1))
     starts = np.unique(starts.astype(int))
     windows = np.stack([inputs[s : s + config.window] for s in starts]).astype(np.float32)
     forecast = sequence_model.predict(windows, verbose=0)[:, -1, :].astype(np.float32)
     future = future_values(targets, config.horizon)[starts + config.window - 1]
-    return {"window_inputs": windows, "window_forecast": forecast, "window_future": future}
+    last_levels = levels[starts + config.window - 1].astype(np.float32)
+    return {
+        "window_inputs": windows,
+        "window_forecast": forecast,
+        "window_future": future,
+        "window_levels": last_levels,
+    }
 
 
 def export_bundle(run_dir: Path, out: Path, options: ExportOptions = ExportOptions()) -> tuple[Bundle, ParityReport]:
@@ -136,6 +144,10 @@ def export_bundle(run_dir: Path, out: Path, options: ExportOptions = ExportOptio
         sequence_model = keras.models.load_model(run_dir / MODEL_FILE, compile=False)
     except Exception as exc:  # Keras raises many types for unreadable files
         raise RnnedgeError(f"{run_dir / MODEL_FILE}: Keras cannot load the model ({exc})") from None
+    if config.task != "forecast":
+        raise RnnedgeError(
+            f"this run is a {config.task} model: the edge runtime serves forecasters only in this version"
+        )
     private_key = load_private_key(options.signing_key) if options.signing_key else None
     step = build_step_model(sequence_model, len(config.layers))
     _prepare_output(out)
@@ -202,16 +214,20 @@ def export_bundle(run_dir: Path, out: Path, options: ExportOptions = ExportOptio
             )
             artifacts += window_artifacts
             unsupported += window_unsupported
-            extra_golden = _window_golden(sequence_model, val_inputs, val_targets, config)
+            extra_golden = _window_golden(
+                sequence_model, val_inputs, _levels(config, splits, "val"), val_targets, config
+            )
 
     task_rows = min(TASK_STEPS, len(val_inputs))
     inputs = golden_inputs(val_inputs, config.window)
     golden = record_golden(
         step, sequence_model, inputs, val_inputs[:task_rows], val_targets[:task_rows], config.horizon
     )
+    golden["task_levels"] = _levels(config, splits, "val")[None, :task_rows].astype(np.float32)
     np.savez_compressed(out / GOLDEN_FILE, **golden, **extra_golden)
 
-    residuals = _validation_residuals(sequence_model, config, val_inputs, val_targets)
+    val_levels = _levels(config, splits, "val")
+    residuals = _validation_residuals(sequence_model, config, val_inputs, val_levels, val_targets)
     train_targets = _targets_raw(config, splits, "train")
     manifest = Manifest(
         anomaly={
@@ -219,7 +235,7 @@ def export_bundle(run_dir: Path, out: Path, options: ExportOptions = ExportOptio
             for j, target in enumerate(config.targets)
         },
         drift=DriftReference.measure(
-            _train_features_raw(config, splits["train"]), config.features, residuals, config.targets
+            _features_raw(config, _levels(config, splits, "train")), config.features, residuals, config.targets
         ),
         cell=config.cell,
         layers=config.layers,
@@ -231,6 +247,8 @@ def export_bundle(run_dir: Path, out: Path, options: ExportOptions = ExportOptio
         time_column=config.time_column,
         relative_to_last=config.relative_to_last,
         scaler=config.scaler,
+        scaler_kind=config.scaler_kind,
+        differenced=config.differenced,
         step_input=STEP_INPUT,
         step_output=STEP_OUTPUT,
         states=step.states,
@@ -263,20 +281,29 @@ def export_bundle(run_dir: Path, out: Path, options: ExportOptions = ExportOptio
 
 
 def _validation_residuals(
-    sequence_model: keras.Model, config: RunConfig, val_inputs: np.ndarray, val_targets: np.ndarray
+    sequence_model: keras.Model,
+    config: RunConfig,
+    val_inputs: np.ndarray,
+    val_levels: np.ndarray,
+    val_targets: np.ndarray,
 ) -> np.ndarray:
     """(rows, T) one-step residuals, sensor units, of the model streaming the validation split after warm-up,
     as on a device: the prior of the anomaly score and the reference of the residual drift."""
     scaler = Scaler(config.features, config.targets, config.scaler, config.relative_to_last, config.horizon)
     output = sequence_model.predict(val_inputs[None].astype(np.float32), verbose=0)[0]
-    next_forecast = scaler.forecast_units(output, val_inputs)[:-1, 0, :]
+    next_forecast = scaler.forecast_units(output, val_levels)[:-1, 0, :]
     return (val_targets[1:] - next_forecast)[config.warmup_steps :]
 
 
-def _train_features_raw(config: RunConfig, train_inputs: np.ndarray) -> np.ndarray:
+def _levels(config: RunConfig, splits: dict[str, np.ndarray], split: str) -> np.ndarray:
+    """A split's scaled sample values (levels): the model inputs, unless some columns are differenced."""
+    return splits.get(f"{split}_scaled", splits[split])
+
+
+def _features_raw(config: RunConfig, scaled: np.ndarray) -> np.ndarray:
     mean = np.array([config.scaler[f].mean for f in config.features])
     std = np.array([config.scaler[f].std for f in config.features])
-    return train_inputs.astype(np.float64) * std + mean
+    return scaled.astype(np.float64) * std + mean
 
 
 def _manifest_stub(config: RunConfig, step) -> Manifest:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import keras
 
 from edge_runtime.bundle import StateSpec
-from edge_runtime.errors import RnnedgeError
 from trainer.model import HEAD_NAME, rnn_layer_name
+from trainer.streamable import check_streamable
 
 STEP_INPUT = "x"
 STEP_OUTPUT = "forecast"
@@ -31,36 +31,6 @@ class StepModel:
     @property
     def output_names(self) -> list[str]:
         return [STEP_OUTPUT] + [s.output for s in self.states]
-
-
-STREAMABLE_RECURRENT = (keras.layers.SimpleRNN, keras.layers.LSTM, keras.layers.GRU)
-WHY_NOT_STREAMABLE = {
-    "Bidirectional": "it also reads the window backwards, and a stream has no future samples",
-    "Attention": "it attends over the whole window at once",
-    "MultiHeadAttention": "it attends over the whole window at once",
-    "AdditiveAttention": "it attends over the whole window at once",
-    "GlobalAveragePooling1D": "it pools over the whole window",
-    "GlobalMaxPooling1D": "it pools over the whole window",
-    "Flatten": "it mixes all time steps of the window",
-}
-
-
-def check_streamable(model: keras.Model) -> None:
-    """Refuse, with the reason, any model that cannot run one sample at a time with a carried state."""
-    for layer in model.layers:
-        kind = type(layer).__name__
-        if isinstance(layer, (keras.layers.InputLayer, keras.layers.Dropout)):
-            continue
-        if isinstance(layer, STREAMABLE_RECURRENT):
-            if layer.go_backwards or not layer.return_sequences:
-                raise RnnedgeError(
-                    f"layer {layer.name!r} ({kind}) cannot stream: it must run forwards and return every step"
-                )
-            continue
-        if isinstance(layer, keras.layers.Dense) and layer.name == HEAD_NAME:
-            continue
-        reason = WHY_NOT_STREAMABLE.get(kind, "only SimpleRNN, LSTM, GRU, Dropout and a Dense head can stream")
-        raise RnnedgeError(f"layer {layer.name!r} ({kind}) cannot be exported as a streaming step model: {reason}")
 
 
 class CellStep(keras.layers.Layer):

@@ -176,8 +176,8 @@ def test_export_refuses_a_layer_that_cannot_stream(tiny_bundle: TrainedBundle, t
     hidden = keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True), name="rnn_0")(inputs)
     keras.Model(inputs, keras.layers.Dense(2, name="head")(hidden)).save(run / "model.keras")
     line = one_line_error(capsys, ["export", str(run), "--out", str(tmp_path / "b")])
-    assert "layer 'rnn_0' (Bidirectional) cannot be exported as a streaming step model" in line
-    assert "a stream has no future samples" in line
+    assert "layer 'rnn_0' (Bidirectional) cannot stream" in line
+    assert "depends on samples that have not arrived yet" in line
 
 
 def test_export_refuses_to_overwrite_a_directory_that_is_not_a_bundle(

@@ -1,134 +1,130 @@
-"""`rnnedge train`: CSV -> run directory with the Keras model, its data facts and test metrics."""
+"""`rnnedge train`: CSV -> run directory with the Keras model, its data facts, metrics, report and plots."""
 
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import numpy as np
 
-from edge_runtime.errors import InputError
-from edge_runtime.scaling import Scaler
-from trainer.dataset import Series, fit_scales, load_series, segment_arrays, split_bounds, windows
-from trainer.model import CELLS, build_sequence_model, training_model
+from trainer.evaluate import evaluate_splits
+from trainer.fit import fit
+from trainer.model import build_sequence_model, training_model
+from trainer.options import TrainOptions, check_options
+from trainer.prepare import data_summary, first_row, prepare, splits_doc, training_windows
+from trainer.report import write_report
 from trainer.run_dir import METRICS_FILE, MODEL_FILE, RunConfig, save_splits
+from trainer.streamable import check_streamable
+
+__all__ = ["TrainOptions", "train"]
 
 
-@dataclass(frozen=True)
-class TrainOptions:
-    csv: Path
-    targets: tuple[str, ...]
-    features: tuple[str, ...]  # empty: the targets themselves
-    time_column: str | None
-    cell: str = "lstm"
-    layers: tuple[int, ...] = (32,)
-    window: int = 64
-    horizon: int = 1
-    epochs: int = 50
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    seed: int = 0
-    quiet: bool = False
-
-
-def stream_forecasts(model: keras.Model, inputs: np.ndarray, scaler: Scaler) -> np.ndarray:
-    """What a device streaming `inputs` from zero state would forecast after each row: (N, H, T) in units."""
-    output = model.predict(inputs[None], verbose=0)[0]
-    return scaler.forecast_units(output, inputs)
-
-
-def forecast_errors(series: Series, start: int, forecasts: np.ndarray, warmup: int) -> dict[str, object]:
-    """MSE/MAE in sensor units of the model and of persistence on every row after warm-up whose horizon fits."""
-    horizon = forecasts.shape[1]
-    targets = series.targets[start:]
-    rows = np.arange(warmup, len(targets) - horizon)
-    actual = np.stack([targets[rows + k + 1] for k in range(horizon)], axis=1)
-    model_error = forecasts[rows] - actual
-    persistence_error = targets[rows][:, None, :] - actual
-
-    def summary(error: np.ndarray) -> dict[str, float]:
-        return {"mse": float(np.mean(error**2)), "mae": float(np.mean(np.abs(error)))}
-
-    return {
-        "rows_scored": int(len(rows)),
-        "model": summary(model_error),
-        "persistence": summary(persistence_error),
-    }
+def _head(classes: int, forecast_values: int) -> tuple[int, str, str]:
+    """(outputs, activation, loss): one sigmoid for two classes, softmax for more, else H x T linear values."""
+    if classes == 2:
+        return 1, "sigmoid", "binary_crossentropy"
+    if classes > 2:
+        return classes, "softmax", "sparse_categorical_crossentropy"
+    return forecast_values, "linear", "mse"
 
 
 def train(options: TrainOptions, run_dir: Path) -> dict[str, object]:
-    if options.cell not in CELLS:
-        raise InputError(f"unknown cell {options.cell!r} (supported: {', '.join(CELLS)})")
-    if options.window < 2 or options.horizon < 1:
-        raise InputError("window must be at least 2 and horizon at least 1")
-    features = options.features or options.targets
-    series = load_series(options.csv, features, options.targets, options.time_column)
-    bounds = split_bounds(len(series.timestamps), options.window, options.horizon, options.csv)
-    scales = fit_scales(series, bounds.train_end, options.csv)
-    relative = all(t in features for t in options.targets)
-    scaler = Scaler(features, options.targets, scales, relative, options.horizon)
+    """Read, clean, split, scale, train and evaluate; write the run directory and return its metrics."""
+    check_options(options)
+    classify = options.task == "classify"
+    prepared = prepare(options)
+    classes = prepared.loaded.classes
+    if not options.quiet:
+        for line in prepared.series.report.lines():
+            print(f"cleaning: {line}", flush=True)
     warmup = options.window // 4
-    parts = {name: segment_arrays(series, part, scaler) for name, part in bounds.slices().items()}
+    stride = options.stride or max(1, options.window // 8)
 
     keras.utils.set_random_seed(options.seed)
-    model = build_sequence_model(options.cell, options.layers, len(features), options.horizon * len(options.targets))
-    fit_model = training_model(model, warmup)
-    fit_model.compile(optimizer=keras.optimizers.Adam(options.learning_rate, clipnorm=1.0), loss="mse")
-    stride = max(1, options.window // 8)
-    x_train, y_train = windows(*parts["train"], options.window, stride)
-    x_val, y_val = windows(*parts["val"], options.window, stride)
-    started = time.monotonic()
-    history = fit_model.fit(
-        x_train,
-        y_train[:, warmup:],
-        validation_data=(x_val, y_val[:, warmup:]),
-        epochs=options.epochs,
-        batch_size=options.batch_size,
-        shuffle=True,
-        verbose=0 if options.quiet else 2,
-        callbacks=[
-            keras.callbacks.EarlyStopping(patience=5, restore_best_weights=True),
-            keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=2, min_lr=1e-5),
-        ],
+    n_outputs, head, loss = _head(len(classes), options.horizon * len(prepared.targets))
+    model = build_sequence_model(
+        options.cell,
+        options.layers,
+        len(prepared.features),
+        n_outputs,
+        options.dropout,
+        options.recurrent_dropout,
+        head,
+        options.bidirectional,
     )
-    seconds = time.monotonic() - started
+    check_streamable(model)
+    train_xy = training_windows(prepared, "train", options.window, stride, warmup, classify)
+    val_xy = training_windows(prepared, "val", options.window, stride, warmup, classify)
+    result = fit(
+        training_model(model, warmup),
+        loss,
+        train_xy,
+        val_xy,
+        options.epochs,
+        options.batch_size,
+        options.learning_rate,
+        options.patience,
+        options.min_delta,
+        options.quiet,
+    )
 
     run_dir.mkdir(parents=True, exist_ok=True)
     model.save(run_dir / MODEL_FILE)
     config = RunConfig(
         source=str(options.csv),
-        time_column=series.time_column,
-        features=features,
-        targets=options.targets,
-        relative_to_last=relative,
-        scaler=scales,
+        time_column=prepared.loaded.time_column,
+        features=prepared.features,
+        targets=prepared.targets,
+        relative_to_last=prepared.relative_to_last,
+        scaler={n: prepared.scales[n] for n in dict.fromkeys(prepared.features + prepared.targets)},
         cell=options.cell,
         layers=options.layers,
         window=options.window,
-        horizon=options.horizon,
+        horizon=1 if classify else options.horizon,
         warmup_steps=warmup,
         seed=options.seed,
-        split_rows=(bounds.train_end, bounds.val_end - bounds.train_end, bounds.rows - bounds.val_end),
+        split_rows=prepared.splits.counts(),
+        task=options.task,
+        label=options.label if classify else None,
+        classes=classes,
+        scaler_kind=options.scaler,
+        differenced=prepared.differenced,
+        dropout=options.dropout,
+        recurrent_dropout=options.recurrent_dropout,
+        interval_seconds=prepared.series.report.interval,
+        resampled=options.resample is not None,
+        max_gap_rows=prepared.series.report.max_gap_rows,
     )
     config.save(run_dir)
-    save_splits(run_dir, {name: inputs for name, (inputs, _) in parts.items()})
+    save_splits(run_dir, splits_doc(prepared, classify))
 
-    forecasts = stream_forecasts(model, parts["test"][0], scaler)
-    val_losses = history.history["val_loss"]
-    metrics = {
-        "units": "sensor units (inverse of the scaler)",
-        "test": {"first_row": bounds.val_end, **forecast_errors(series, bounds.val_end, forecasts, warmup)},
+    metrics: dict[str, object] = {
+        "task": options.task,
+        "data": data_summary(options, prepared),
         "training": {
-            "epochs": len(val_losses),
-            "best_epoch": int(np.argmin(val_losses)) + 1,
-            "best_val_loss": float(np.min(val_losses)),
-            "seconds": round(seconds, 2),
-            "train_windows": int(len(x_train)),
+            "epochs": len(result.history["val_loss"]),
+            "best_epoch": result.best_epoch,
+            "best_val_loss": result.best_val_loss,
+            "stopped_early": result.stopped_early,
+            "patience": options.patience,
+            "min_delta": options.min_delta,
+            "seconds": round(result.seconds, 2),
+            "train_windows": int(len(train_xy[0])),
+            "val_windows": int(len(val_xy[0])),
             "parameters": int(model.count_params()),
+            "loss": loss,
+            "history": result.history,
         },
     }
+    evaluation, test_scores = evaluate_splits(model, prepared, warmup)
+    metrics.update(evaluation)
+    metrics["test"] = {
+        "first_row": first_row(prepared),
+        "first_timestamp": prepared.series.timestamp(prepared.splits.val_end),
+        **metrics["test"],
+    }
+    if not classify:
+        metrics["units"] = "sensor units; *_std values are divided by the target's training standard deviation"
     (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_report(run_dir, config, metrics, test_scores, prepared.series.times, options.plots)
     return metrics

@@ -1,0 +1,160 @@
+"""Bad training input and impossible options: one line naming the problem, exit 2, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from trainer_fixtures import write_sensor_csv
+
+from edge_runtime.cli import main
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    status = main(argv)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("rnnedge: error: ")
+    return lines[0]
+
+
+def train_args(csv: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", str(csv), "--window", "16", "--epochs", "1", "--quiet", "--out", str(out), *extra]
+
+
+MINUTES = "".join(f"2024-01-01 00:{i:02d}:00,{i % 7},{i % 3}\n" for i in range(60))
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "expected"),
+    [
+        (
+            "timestamp,temp\n2024-01-01 00:00:00,1.5\n",
+            (),
+            "window 16 + horizon 1 needs 17 consecutive rows, but the data has 1 row",
+        ),
+        ("timestamp,temp\n" + "2024-01-01 00:00:00,\n" * 30, (), "column 'temp' has no values (every cell is empty)"),
+        (
+            "timestamp,temp\n2024-01-01 00:00:00,warm\n2024-01-01 00:01:00,cold\n",
+            (),
+            "line 2: column 'temp' holds 'warm', not a number",
+        ),
+        (
+            "timestamp,temp,load\n" + MINUTES,
+            ("--target", "pressure"),
+            "no column 'pressure' (columns: timestamp, temp, load)",
+        ),
+        (
+            "timestamp,temp,load\n" + MINUTES,
+            ("--features", "temp,vibration"),
+            "no column 'vibration' (columns: timestamp, temp, load)",
+        ),
+        (
+            "timestamp,temp\n2024-01-01 00:00:00,1\n01/01/2024 00:01,2\n",
+            (),
+            "line 3: timestamp '01/01/2024 00:01' is not an ISO-8601 time like '2024-01-31 12:00:00'",
+        ),
+        ("timestamp,temp\n2024-01-01 00:00:00,1\n,2\n", (), "line 3: the timestamp ('timestamp') is empty"),
+        (
+            "timestamp,temp,load\n" + MINUTES,
+            ("--window", "64"),
+            "window 64 + horizon 1 needs 65 consecutive rows, but the data has 60",
+        ),
+        ("timestamp,temp,load\n" + MINUTES, ("--horizon", "50"), "window 16 + horizon 50 needs 66 consecutive rows"),
+        (
+            "timestamp,temp,load\n" + MINUTES,
+            (),
+            "60 rows are too few for window 16 + horizon 1: the 70/10/20 split needs at least 17 rows in each part",
+        ),
+        (
+            "timestamp,temp\n" + "".join(f"2024-01-01 00:{i:02d}:00,7.5\n" for i in range(60)),
+            (),
+            "column 'temp' is constant",
+        ),
+    ],
+    ids=[
+        "one-row",
+        "all-empty-target",
+        "non-numeric-target",
+        "unknown-target",
+        "unknown-feature",
+        "unparseable-timestamp",
+        "empty-timestamp",
+        "window-longer-than-data",
+        "horizon-longer-than-data",
+        "split-too-small",
+        "constant-target",
+    ],
+)
+def test_train_refuses_bad_data(content: str, extra: tuple[str, ...], expected: str, tmp_path: Path, capsys) -> None:
+    csv = tmp_path / "data.csv"
+    csv.write_text(content)
+    argv = train_args(csv, tmp_path / "run", *extra)
+    if "--target" not in extra:
+        argv += ["--target", "temp"]
+    assert expected in one_line_error(capsys, argv)
+    assert not (tmp_path / "run").exists()
+
+
+def test_gaps_that_leave_no_long_enough_stretch_are_named(tmp_path: Path, capsys) -> None:
+    # 400 rows with a missing row every 12: each gap-free stretch is 11 rows, shorter than window + horizon
+    csv = write_sensor_csv(tmp_path / "holes.csv", rows=400, drop_rows=tuple(range(0, 400, 12)))
+    line = one_line_error(capsys, train_args(csv, tmp_path / "run", "--target", "temp", "--max-gap", "0"))
+    assert (
+        "no gap-free stretch of the training split holds the 17 rows window 16 + horizon 1 needs (longest: 11)" in line
+    )
+    assert "--max-gap" in line
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (("--bidirectional",), "layer 'rnn_0' (Bidirectional) cannot stream: a bidirectional layer also reads"),
+        (("--units", "8", "8", "8", "8"), "--units takes 1 to 3 positive layer sizes, got [8, 8, 8, 8]"),
+        (("--scaler", "robust"), "unknown scaler 'robust' (supported: zscore, minmax)"),
+        (("--split", "0.8,0.3,0.1"), "--split needs three positive fractions that add up to 1"),
+        (("--split", "most,some"), "--split 'most,some' is not three fractions"),
+        (("--dropout", "1.5"), "dropout rates must be in [0, 1)"),
+        (("--resample", "5 fortnights"), "interval '5 fortnights' is not understood"),
+        (("--difference", "humidity"), "--difference names humidity, which are not inputs (temp)"),
+        (("--time-column", "state"), "line 2: timestamp 'normal' is not"),
+        (("--task", "classify"), "--task classify needs --label COLUMN"),
+        (("--task", "regress"), "unknown task 'regress' (supported: forecast, classify)"),
+        (
+            ("--task", "classify", "--label", "state", "--features", "temp", "--positive", "broken"),
+            "--positive 'broken' is not a class (classes: fault, normal)",
+        ),
+        (
+            ("--task", "classify", "--label", "load", "--features", "temp"),
+            "label column 'load' holds 297 distinct values: a class label has at most 50",
+        ),
+    ],
+    ids=[
+        "bidirectional",
+        "four-layers",
+        "scaler",
+        "split-sum",
+        "split-text",
+        "dropout",
+        "resample",
+        "difference",
+        "bad-time-column",
+        "classify-no-label",
+        "task",
+        "positive-not-a-class",
+        "label-not-classes",
+    ],
+)
+def test_train_refuses_impossible_options(extra: tuple[str, ...], expected: str, tmp_path: Path, capsys) -> None:
+    csv = write_sensor_csv(tmp_path / "ok.csv", rows=300)
+    line = one_line_error(capsys, train_args(csv, tmp_path / "run", "--target", "temp", *extra))
+    assert expected in line
+
+
+def test_label_with_a_single_class_is_refused(tmp_path: Path, capsys) -> None:
+    csv = tmp_path / "calm.csv"
+    csv.write_text("timestamp,temp,state\n" + "".join(f"2024-01-01 00:{i:02d}:00,{i},ok\n" for i in range(60)))
+    line = one_line_error(capsys, train_args(csv, tmp_path / "run", "--task", "classify", "--label", "state"))
+    assert "label column 'state' holds 1 class(es): classification needs two or more" in line
