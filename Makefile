@@ -15,19 +15,25 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/rnnedge demo $(if $(MQTT),--mqtt $(MQTT))
 
+# Real components the tests start: a broker, an sshd (deploys), qemu for the emulated Raspberry Pi.
+SYSTEM_PACKAGES := mosquitto mosquitto-clients openssh-server qemu-user-static debian-archive-keyring
+SYSTEM_FILES := /usr/sbin/mosquitto /usr/bin/mosquitto_passwd /usr/sbin/sshd /usr/bin/qemu-aarch64-static \
+	/usr/share/keyrings/debian-archive-keyring.gpg
+MISSING_FILES := $(strip $(foreach f,$(SYSTEM_FILES),$(if $(wildcard $(f)),,$(f))))
+
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
-test: $(STAMP) $(if $(shell command -v mosquitto || ls /usr/sbin/mosquitto 2>/dev/null),,mosquitto)
+test: $(STAMP) $(if $(MISSING_FILES),system-packages)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$status
 
-.PHONY: mosquitto
-mosquitto:
+.PHONY: system-packages
+system-packages:
 	@if [ "$$(id -u)" -eq 0 ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); \
 	else \
-		echo "make test needs a mosquitto broker binary; install it with:" >&2; \
-		echo "    sudo apt-get install -y mosquitto mosquitto-clients" >&2; \
+		echo "make test needs these system packages; install them with:" >&2; \
+		echo "    sudo apt-get install -y $(SYSTEM_PACKAGES)" >&2; \
 		exit 1; \
 	fi
 

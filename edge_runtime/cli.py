@@ -132,6 +132,7 @@ def _add_runtime_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from edge_runtime.device_cli import add_device_commands
     from export.cli import add_export_commands
     from trainer.cli import add_trainer_commands
 
@@ -144,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_trainer_commands(commands)
     add_export_commands(commands)
     _add_runtime_commands(commands)
+    add_device_commands(commands)
     return parser
 
 

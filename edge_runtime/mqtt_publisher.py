@@ -35,6 +35,7 @@ class SpooledPublisher:
         self.window = window
         self.connects = 0
         self.rejected_by_broker = 0
+        self.delivered = 0  # messages the broker acknowledged (refused ones included: they were settled)
         self.last_problem = ""  # why the last connection attempt failed, for the operator (never a secret)
         self._connected = threading.Event()
         self._acks: collections.deque[int] = collections.deque()  # appended by paho's thread
@@ -143,6 +144,7 @@ class SpooledPublisher:
             if spool_id is not None:
                 settled.append(spool_id)
         self.rejected_by_broker += len(refused)
+        self.delivered += len(settled)
         if settled:
             self.spool.mark_acked(settled)  # a refused message is settled too: retrying would be refused again
         if not self.connected:

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from edge_runtime.activation import confirm_running
 from edge_runtime.backends import open_step_backend
 from edge_runtime.bundle import Bundle
 from edge_runtime.config import RuntimeConfig
@@ -96,6 +97,7 @@ class Runtime:
         self.latency = LatencyWindow()
         self.refusals = RefusalLog()
         self.stop = threading.Event()
+        self.confirmed = False
         self.spool: Spool | None = None
         self.publisher: SpooledPublisher | JsonLinesOut
         if config.mqtt is None:
@@ -187,6 +189,18 @@ class Runtime:
             self.publisher.enqueue([(self._topic(f), _dumps(f.message)) for f in forecasts])
         return len(samples)
 
+    def _confirm(self) -> None:
+        """Probation (devices/README.md): once this run's first forecast is out, tell the bundle store the newly
+        activated bundle works. A no-op for a bundle that is not a store's `current`."""
+        out = (
+            self.publisher.delivered > 0
+            if isinstance(self.publisher, SpooledPublisher)
+            else self.engine.counters.forecasts > 0
+        )
+        if out and self.engine.counters.forecasts > 0:
+            confirm_running(self.config.bundle, self.bundle.digest)
+            self.confirmed = True
+
     def serve(self) -> RunStats:
         config = self.config
         self.started = time.time()
@@ -207,6 +221,8 @@ class Runtime:
                     if self.publisher.connected:
                         self._announce()
                 self.publisher.pump()
+                if not self.confirmed:
+                    self._confirm()
                 if self.source.finished:
                     break
         finally:

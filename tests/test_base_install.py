@@ -33,7 +33,7 @@ def test_base_install_has_no_training_stack(base_venv: Path) -> None:
 def test_help_lists_every_command(base_venv: Path) -> None:
     result = subprocess.run([str(base_venv / "bin" / "rnnedge"), "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    for command in ("train", "export", "run", "parity", "demo"):
+    for command in ("train", "export", "run", "parity", "demo", "keygen", "deploy", "rollback", "device", "bench"):
         assert f"    {command} " in result.stdout
 
 

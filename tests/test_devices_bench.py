@@ -1,0 +1,73 @@
+"""`rnnedge bench`: load time, latency per batch size and peak RSS per artifact, each in its own process.
+Assertions are on structure and consistency, never on speed (this machine is shared and noisy)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import TrainedBundle
+from test_devices_common import rnnedge
+
+from edge_runtime.backends import runtime_missing
+from edge_runtime.bundle import load_bundle
+
+
+@pytest.fixture(scope="module")
+def report(tiny_bundle: TrainedBundle, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    directory = tmp_path_factory.mktemp("bench")
+    result = rnnedge(directory, "bench", str(tiny_bundle.bundle_dir), "--json", "--seconds", "0.05")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_every_artifact_is_measured_at_every_batch_size(report: dict, tiny_bundle: TrainedBundle) -> None:
+    manifest = load_bundle(tiny_bundle.bundle_dir).manifest
+    assert report["bundle"] == load_bundle(tiny_bundle.bundle_dir).digest
+    assert [r["file"] for r in report["results"]] == [a.file for a in manifest.artifacts]
+    for result in report["results"]:
+        missing = runtime_missing(result["format"])
+        if missing:
+            assert (result["status"], result["note"]) == ("skipped", missing)
+            continue
+        assert result["status"] == "ok", result
+        assert result["load_ms"] > 0
+        assert 0 < result["rss_after_imports_mb"] <= result["peak_rss_mb"]
+        assert [b["batch"] for b in result["batches"]] == [1, 16, 256]
+        for timing in result["batches"]:
+            assert timing["calls"] >= 100
+            assert 0 < timing["p50_us"] <= timing["p99_us"]
+            assert timing["p50_us_per_sample"] == pytest.approx(timing["p50_us"] / timing["batch"], rel=0.01, abs=0.01)
+            assert timing["samples_per_s"] > 0
+    assert report["host"]["profile"] and report["threads"] == 1
+
+
+def test_each_artifact_is_measured_in_its_own_process(report: dict) -> None:
+    by_format = {r["format"]: r for r in report["results"] if r["status"] == "ok" and r["precision"] == "float32"}
+    if "tflite" not in by_format:
+        pytest.skip(f"LiteRT is not installed: {runtime_missing('tflite')}")
+    # measured after ONNX Runtime: in a shared process LiteRT's baseline would include ORT's peak
+    assert by_format["tflite"]["rss_after_imports_mb"] < by_format["onnx"]["peak_rss_mb"]
+    assert by_format["numpy"]["peak_rss_mb"] < by_format["onnx"]["rss_after_imports_mb"]
+
+
+def test_the_table_and_bad_options(tiny_bundle: TrainedBundle, tmp_path: Path) -> None:
+    table = rnnedge(tmp_path, "bench", str(tiny_bundle.bundle_dir), "--seconds", "0.02", "--batches", "1,4")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].startswith(f"bundle {load_bundle(tiny_bundle.bundle_dir).digest[:12]} (lstm 8, horizon 2")
+    assert sum(line.startswith("| step.onnx (float32) | onnxruntime |") for line in lines) == 1
+    assert sum(" | 4 | " in line for line in lines) == sum(
+        not runtime_missing(f) for f in ("numpy", "onnx", "onnx", "tflite")
+    )
+
+    bad = rnnedge(tmp_path, "bench", str(tiny_bundle.bundle_dir), "--batches", "1,x")
+    assert (
+        bad.returncode == 2
+        and bad.stderr == "rnnedge: error: --batches '1,x' is not a comma-separated list of integers\n"
+    )
+    zero = rnnedge(tmp_path, "bench", str(tiny_bundle.bundle_dir), "--batches", "0")
+    assert zero.returncode == 2 and "batch sizes must be positive" in zero.stderr
+    missing = rnnedge(tmp_path, "bench", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "not a bundle directory" in missing.stderr
