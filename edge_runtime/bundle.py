@@ -115,6 +115,9 @@ class Manifest:
     golden: GoldenSpec
     provenance: dict[str, Any]
     unsupported: tuple[Unsupported, ...] = ()
+    task: str = "forecast"  # or "classify": the output is class probabilities, `targets` is empty
+    classes: tuple[str, ...] = ()  # classify: class names; two classes -> one sigmoid output, P(classes[1])
+    head_activation: str = "linear"  # the head's activation, applied by the numpy reference (sigmoid, softmax)
     scaler_kind: str = "zscore"  # "zscore" (mean, std) or "minmax" (min, max - min): both apply (x - mean) / std
     differenced: tuple[str, ...] = ()  # features the model reads as the change of their scaled value
     anomaly: dict[str, AnomalyParams] = field(default_factory=dict)  # per target: prior and alarm policy
@@ -126,6 +129,9 @@ class Manifest:
             "schema": SCHEMA,
             "schema_version": SCHEMA_VERSION,
             "model": {
+                "task": self.task,
+                "classes": list(self.classes),
+                "head_activation": self.head_activation,
                 "cell": self.cell,
                 "layers": list(self.layers),
                 "window": self.window,
@@ -172,6 +178,9 @@ class Manifest:
                 f"scaler kind {data['scaler']['kind']!r} is not supported (supported: {', '.join(SCALER_KINDS)})"
             )
         return cls(
+            task=str(model.get("task", "forecast")),
+            classes=tuple(str(c) for c in model.get("classes", [])),
+            head_activation=str(model.get("head_activation", "linear")),
             cell=str(model["cell"]),
             layers=tuple(int(u) for u in model["layers"]),
             window=int(model["window"]),

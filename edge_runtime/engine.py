@@ -76,6 +76,7 @@ class StreamEngine:
         self.settings = settings
         self.scaler = Scaler.from_manifest(manifest)
         self.targets = manifest.targets
+        self.classes = manifest.classes if manifest.task == "classify" else ()
         self.features = manifest.features
         self.warmup = manifest.warmup_steps
         self.target_columns = [manifest.features.index(t) if t in manifest.features else None for t in self.targets]
@@ -201,15 +202,48 @@ class StreamEngine:
         output, new_states = self.backend.step(inputs, [tensor[rows] for tensor in self._states])
         for tensor, new in zip(self._states, new_states, strict=True):
             tensor[rows] = new
-        forecast_units = self.scaler.forecast_units(output, scaled)  # (B, H, T)
         self.counters.batches += 1
         results = []
+        if self.classes:
+            for row, (sample, state) in enumerate(batch):
+                state.seen += 1
+                message = self._classification(sample, state, raw[row].tolist(), output[row])
+                if message is not None:
+                    results.append(Forecast(sample.stream, message))
+            return results
+        forecast_units = self.scaler.forecast_units(output, scaled)  # (B, H, T)
         for row, (sample, state) in enumerate(batch):
             state.seen += 1
             message = self._message(sample, state, raw[row].tolist(), forecast_units[row])
             if message is not None:
                 results.append(Forecast(sample.stream, message))
         return results
+
+    def _classification(
+        self, sample: Sample, state: StreamState, raw: list[float], output: np.ndarray
+    ) -> dict[str, Any] | None:
+        """A classifier's message: the class probabilities after this sample and the most likely class."""
+        if state.drift is not None:
+            state.drift.update(raw, None)
+        if state.seen <= self.warmup:
+            return None
+        if len(self.classes) == 2 and len(output) == 1:  # one sigmoid output: P(classes[1])
+            probabilities = [1.0 - float(output[0]), float(output[0])]
+        else:
+            probabilities = [float(p) for p in output]
+        best = int(np.argmax(probabilities))
+        self.counters.forecasts += 1
+        message = {
+            "stream": sample.stream,
+            "boot": self.boot,
+            "seq": state.seq,
+            "ts": sample.ts_text,
+            "probabilities": dict(zip(self.classes, probabilities, strict=True)),
+            "class": self.classes[best],
+            "bundle": self.bundle.digest,
+        }
+        state.seq += 1
+        return message
 
     def _message(
         self, sample: Sample, state: StreamState, raw: list[float], forecast: np.ndarray

@@ -46,6 +46,14 @@ def gru_step(x: np.ndarray, h: np.ndarray, w: dict[str, np.ndarray]) -> tuple[np
     return h, [h]
 
 
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+HEAD_ACTIVATIONS = {"linear": lambda z: z, "sigmoid": _sigmoid, "softmax": _softmax}
+
+
 class NumpyStepBackend:
     name = "numpy"
 
@@ -67,6 +75,12 @@ class NumpyStepBackend:
         self.state_sizes = [s.size for s in manifest.states]
         self.output_names = [manifest.step_output] + [s.output for s in manifest.states]
         self.per_layer = 2 if manifest.cell == "lstm" else 1
+        if manifest.head_activation not in HEAD_ACTIVATIONS:
+            raise BundleError(
+                f"the numpy reference has no head activation {manifest.head_activation!r} "
+                f"(it has: {', '.join(HEAD_ACTIVATIONS)})"
+            )
+        self.head_activation = HEAD_ACTIVATIONS[manifest.head_activation]
 
     def zero_state(self, batch: int) -> list[np.ndarray]:
         return [np.zeros((batch, size), dtype=np.float32) for size in self.state_sizes]
@@ -83,4 +97,4 @@ class NumpyStepBackend:
             else:
                 hidden, produced = simplernn_step(hidden, own[0], weights)
             new_states.extend(produced)
-        return hidden @ self.head_kernel + self.head_bias, new_states
+        return self.head_activation(hidden @ self.head_kernel + self.head_bias), new_states

@@ -36,10 +36,10 @@ class OutputParity:
 
 @dataclass(frozen=True)
 class TaskParity:
-    forecast_mae: float
-    float_mae: float
-    mae_ratio: float
-    decision_agreement: float
+    forecast_mae: float | None  # forecasters: MAE against what really followed (classifiers: None)
+    float_mae: float | None
+    mae_ratio: float | None
+    decision_agreement: float  # anomaly decisions (forecasters) or predicted classes (classifiers) vs float
     rows: int
 
 
@@ -94,7 +94,7 @@ class ParityReport:
                 if worst
                 else "-"
             )
-            ratio = f"{r.task.mae_ratio:.4f}" if r.task else "-"
+            ratio = f"{r.task.mae_ratio:.4f}" if r.task and r.task.mae_ratio is not None else "-"
             agree = f"{100 * r.task.decision_agreement:.2f}%" if r.task else "-"
             verdict = r.status if not r.note else f"{r.status}: {r.note}"
             lines.append(
@@ -189,9 +189,24 @@ def _compare_on_task(
     return TaskParity(mae, float_mae, mae / float_mae, float(np.mean(flags == float_flags)), len(residual))
 
 
+def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
+    """(rows, outputs) -> class index: a single sigmoid output is P(class 1)."""
+    if probabilities.shape[-1] == 1:
+        return (probabilities[:, 0] >= 0.5).astype(int)
+    return np.argmax(probabilities, axis=-1)
+
+
+def _class_agreement(actual: np.ndarray, reference: np.ndarray) -> TaskParity:
+    agreement = float(np.mean(predicted_classes(actual) == predicted_classes(reference)))
+    return TaskParity(None, None, None, agreement, len(actual))
+
+
 def _task_parity(bundle: Bundle, backend: StepBackend, golden: dict[str, np.ndarray]) -> TaskParity:
     manifest = bundle.manifest
     actual = stream(backend, golden["task_inputs"])[manifest.step_output][0]
+    if manifest.task == "classify":
+        rows = slice(manifest.warmup_steps, None)
+        return _class_agreement(actual[rows], golden["task_forecast"][0][rows])
     rows = slice(manifest.warmup_steps, None)  # forecasts start after the warm-up, as on a device
     levels = golden.get("task_levels", golden["task_inputs"])[0]  # scaled sample values, before differencing
     return _compare_on_task(
@@ -203,7 +218,11 @@ def check_artifact(bundle: Bundle, artifact: Artifact, golden: dict[str, np.ndar
     runtime = RUNTIME_OF_FORMAT.get(artifact.format, artifact.format)
     check = "elementwise" if artifact.precision == "float32" else "task"
     missing = runtime_missing(artifact.format)
-    if check == "task" and set(bundle.manifest.anomaly) != set(bundle.manifest.targets):
+    if (
+        check == "task"
+        and bundle.manifest.task == "forecast"
+        and set(bundle.manifest.anomaly) != set(bundle.manifest.targets)
+    ):
         return ArtifactParity(
             artifact, runtime, check, "fail", note="the manifest has no anomaly parameters to judge int8 by"
         )
@@ -266,6 +285,8 @@ def _check_window(bundle: Bundle, artifact: Artifact, golden: dict[str, np.ndarr
             return ArtifactParity(artifact, runtime, "elementwise", "pass", (result,))
         note = f"output {output} differs by {result.max_abs_error:.3g} on window {worst} (first: window {over[0]})"
         return ArtifactParity(artifact, runtime, "elementwise", "fail", (result,), note=note)
+    if bundle.manifest.task == "classify":
+        return _judge_task(artifact, runtime, (result,), _class_agreement(actual, expected))
     last_levels = golden.get("window_levels", golden["window_inputs"][:, -1, :])
     task = _compare_on_task(bundle.manifest, actual, expected, last_levels, golden["window_future"])
     return _judge_task(artifact, runtime, (result,), task)
@@ -275,10 +296,10 @@ def _judge_task(
     artifact: Artifact, runtime: str, outputs: tuple[OutputParity, ...], task: TaskParity
 ) -> ArtifactParity:
     problems = []
-    if task.mae_ratio > INT8_MAE_RATIO:
+    if task.mae_ratio is not None and task.mae_ratio > INT8_MAE_RATIO:
         problems.append(f"forecast MAE {task.forecast_mae:.4g} is {100 * (task.mae_ratio - 1):.1f}% above float")
     if task.decision_agreement < INT8_DECISION_AGREEMENT:
-        problems.append(f"anomaly decisions agree on only {100 * task.decision_agreement:.2f}% of rows")
+        problems.append(f"decisions agree with float on only {100 * task.decision_agreement:.2f}% of rows")
     return ArtifactParity(artifact, runtime, "task", "fail" if problems else "pass", outputs, task, "; ".join(problems))
 
 

@@ -42,6 +42,7 @@ from export.quantize_onnx import quantize_onnx_dynamic, quantize_onnx_static
 from export.step_model import STEP_INPUT, STEP_OUTPUT, build_step_model
 from export.tflite_convert import quantized_anything, representative_feeds, to_tflite
 from export.window_model import build_window_model, window_to_onnx
+from trainer.model import HEAD_NAME
 from trainer.run_dir import MODEL_FILE, RunConfig, load_splits
 
 GOLDEN_FILE = "golden.npz"
@@ -144,10 +145,6 @@ def export_bundle(run_dir: Path, out: Path, options: ExportOptions = ExportOptio
         sequence_model = keras.models.load_model(run_dir / MODEL_FILE, compile=False)
     except Exception as exc:  # Keras raises many types for unreadable files
         raise RnnedgeError(f"{run_dir / MODEL_FILE}: Keras cannot load the model ({exc})") from None
-    if config.task != "forecast":
-        raise RnnedgeError(
-            f"this run is a {config.task} model: the edge runtime serves forecasters only in this version"
-        )
     private_key = load_private_key(options.signing_key) if options.signing_key else None
     step = build_step_model(sequence_model, len(config.layers))
     _prepare_output(out)
@@ -206,7 +203,8 @@ def export_bundle(run_dir: Path, out: Path, options: ExportOptions = ExportOptio
                 )
 
         val_inputs = splits["val"]
-        val_targets = _targets_raw(config, splits, "val")
+        classify = config.task == "classify"
+        val_targets = None if classify else _targets_raw(config, splits, "val")
         extra_golden = {}
         if options.window_model:
             window_artifacts, window_unsupported = _export_window_models(
@@ -221,15 +219,26 @@ def export_bundle(run_dir: Path, out: Path, options: ExportOptions = ExportOptio
     task_rows = min(TASK_STEPS, len(val_inputs))
     inputs = golden_inputs(val_inputs, config.window)
     golden = record_golden(
-        step, sequence_model, inputs, val_inputs[:task_rows], val_targets[:task_rows], config.horizon
+        step,
+        sequence_model,
+        inputs,
+        val_inputs[:task_rows],
+        None if classify else val_targets[:task_rows],
+        config.horizon,
     )
     golden["task_levels"] = _levels(config, splits, "val")[None, :task_rows].astype(np.float32)
     np.savez_compressed(out / GOLDEN_FILE, **golden, **extra_golden)
 
     val_levels = _levels(config, splits, "val")
-    residuals = _validation_residuals(sequence_model, config, val_inputs, val_levels, val_targets)
-    train_targets = _targets_raw(config, splits, "train")
+    if classify:  # no forecast, no residual: the drift reference covers the inputs only
+        residuals, train_targets = np.zeros((0, 0)), np.zeros((0, 0))
+    else:
+        residuals = _validation_residuals(sequence_model, config, val_inputs, val_levels, val_targets)
+        train_targets = _targets_raw(config, splits, "train")
     manifest = Manifest(
+        task=config.task,
+        classes=config.classes,
+        head_activation=sequence_model.get_layer(HEAD_NAME).activation.__name__,
         anomaly={
             target: AnomalyParams.measure(residuals[:, j], train_targets[:, j])
             for j, target in enumerate(config.targets)

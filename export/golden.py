@@ -35,7 +35,7 @@ def record_golden(
     sequence_model: keras.Model,
     inputs: np.ndarray,
     task_inputs: np.ndarray,
-    task_targets: np.ndarray,
+    task_targets: np.ndarray | None,
     horizon: int,
 ) -> dict[str, np.ndarray]:
     """Stream `inputs` (S, T, F) through the Keras step model from zero state and keep every output."""
@@ -55,10 +55,10 @@ def record_golden(
     if drift > 1e-5:
         raise RnnedgeError(f"the streaming step model differs from the trained model by {drift:.3g}")
     task = task_inputs[None].astype(np.float32)
-    return {
-        "inputs": inputs,
-        **golden,
+    recorded_task = {
         "task_inputs": task,
         "task_forecast": sequence_model.predict(task, verbose=0).astype(np.float32),
-        "task_future": future_values(task_targets, horizon)[None],
     }
+    if task_targets is not None:  # forecasting: what really followed each row (classifiers have no future)
+        recorded_task["task_future"] = future_values(task_targets, horizon)[None]
+    return {"inputs": inputs, **golden, **recorded_task}

@@ -11,7 +11,6 @@ import pytest
 from trainer_fixtures import write_sensor_csv
 
 from edge_runtime.cli import main
-from edge_runtime.errors import RnnedgeError
 from export.bundle_export import ExportOptions, export_bundle
 from trainer.fit import MIN_LEARNING_RATE, PlateauControl
 from trainer.run_dir import RunConfig, load_splits
@@ -120,7 +119,7 @@ def test_stacked_dropout_differenced_model_exports_with_parity(messy_run, tmp_pa
     assert bundle.manifest.layers == (6, 4)
 
 
-def test_classification_run_and_export(tmp_path: Path) -> None:
+def test_classification_run_and_export(tmp_path: Path, capsys) -> None:
     csv = write_sensor_csv(tmp_path / "labelled.csv", rows=700)
     options = TrainOptions(
         csv, (), ("load",), None, layers=(6,), window=24, epochs=2, quiet=True, task="classify", label="state"
@@ -138,9 +137,29 @@ def test_classification_run_and_export(tmp_path: Path) -> None:
     assert model.get_layer("head").activation.__name__ == "sigmoid"
     for name in ("roc.png", "probabilities.png", "loss.png"):
         assert (tmp_path / "run" / name).read_bytes().startswith(PNG)
-    # the edge runtime serves forecasters only: exporting a classifier is refused in one line, not half-done
-    with pytest.raises(RnnedgeError, match="this run is a classify model: the edge runtime serves forecasters only"):
-        export_bundle(tmp_path / "run", tmp_path / "bundle", ONNX_ONLY)
+    # the same export path: every artifact passes parity (the numpy reference applies the sigmoid head), and the
+    # runtime streams class probabilities
+    bundle, report = export_bundle(tmp_path / "run", tmp_path / "bundle")
+    assert report.passed, report.markdown()
+    assert (bundle.manifest.task, bundle.manifest.classes, bundle.manifest.head_activation) == (
+        "classify",
+        ("fault", "normal"),
+        "sigmoid",
+    )
+    assert {r.runtime for r in report.results} >= {"onnxruntime", "litert", "numpy"}
+    int8 = [r for r in report.results if r.check == "task"]
+    assert int8 and all(r.task.decision_agreement >= 0.99 and r.task.mae_ratio is None for r in int8)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("\n".join(csv.read_text().splitlines()[:101]) + "\n")
+    capsys.readouterr()  # what training printed
+    assert main(["run", str(bundle.path), "--source", f"csv:{rows}"]) == 0
+    messages = [json.loads(line)["message"] for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(messages) == 100 - bundle.manifest.warmup_steps
+    for message in messages:
+        probabilities = message["probabilities"]
+        assert set(probabilities) == {"fault", "normal"}
+        assert abs(sum(probabilities.values()) - 1) < 1e-6
+        assert message["class"] == max(probabilities, key=probabilities.get)
 
 
 def test_same_seed_same_model(tmp_path: Path) -> None:
