@@ -201,10 +201,35 @@ def _ssh(args: argparse.Namespace) -> tuple[SshTarget, SshOptions]:
     return target, options
 
 
+def _deploy_mqtt(args: argparse.Namespace) -> int:
+    from edge_runtime.mqtt_deploy import deploy_over_mqtt, split_target
+
+    ssh_only = {
+        "--identity": args.identity,
+        "--ssh-option": args.ssh_option,
+        "--device-config": args.device_config,
+        "--verify-key": args.verify_key,
+        "--reload": args.reload,
+        "--probation": args.probation,
+        "--keep": args.keep is not None,
+    }
+    given = [flag for flag, value in ssh_only.items() if value]
+    if given:
+        raise RnnedgeError(f"{', '.join(given)}: only for ssh:// deploys (over MQTT, the device's own config decides)")
+    broker, prefix = split_target(args.to)
+    result = deploy_over_mqtt(Path(args.bundle), broker, prefix, args.timeout)
+    verb = "deployed" if result["changed"] else "already active:"
+    previous = result["previous"][:12] if result["previous"] else "none"
+    _print(args, result, f"{verb} {result['version']} to {prefix} over MQTT (previous: {previous}); {result['parity']}")
+    return 0
+
+
 def _deploy(args: argparse.Namespace) -> int:
     from edge_runtime.deploy_ssh import deploy
 
     _logging()
+    if args.to.startswith(("mqtt://", "mqtts://")):
+        return _deploy_mqtt(args)
     target, options = _ssh(args)
     result = deploy(
         Path(args.bundle),
@@ -325,7 +350,12 @@ def _add_device_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_remote_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--to", required=True, metavar="URL", help="ssh://[user@]host[:port]/BUNDLE_ROOT on the device")
+    parser.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="ssh://[user@]host[:port]/BUNDLE_ROOT on the device, or (deploy only) mqtt[s]://BROKER[:port]/TOPIC_PREFIX",
+    )
     parser.add_argument("--identity", "-i", metavar="KEY", help="ssh private key (default: the ssh client's)")
     parser.add_argument(
         "--ssh-option", "-o", action="append", default=[], metavar="KEY=VALUE", help="extra ssh -o option (repeatable)"
@@ -358,6 +388,9 @@ def add_device_commands(commands: argparse._SubParsersAction) -> None:
         help="roll back unless the runtime confirms a published forecast within S seconds (default: off)",
     )
     deploy.add_argument("--keep", type=int, metavar="N", help=f"versions kept on the device (default: {DEFAULT_KEEP})")
+    deploy.add_argument(
+        "--timeout", type=float, default=60.0, metavar="S", help="mqtt://: wait S seconds for the verdict (default: 60)"
+    )
     deploy.set_defaults(handler=_deploy)
 
     rollback = commands.add_parser("rollback", help="over ssh: make the device's previous bundle current again")

@@ -87,6 +87,14 @@ class StreamEngine:
         self._last_scaled = np.zeros((0, len(self.features)), dtype=np.float32)  # per stream, for differencing
         self._zero = [np.zeros(s.shape[1:], dtype=np.float32) for s in self._states]
 
+    def continue_from(self, previous: StreamEngine) -> None:
+        """After a model swap: every stream keeps its sequence numbering, timing and the counters; its recurrent
+        state starts afresh (it warms up again), since the new model's state means something else."""
+        self.counters = previous.counters
+        for name, old in previous.streams.items():
+            state = self._stream(name)
+            state.seq, state.last_ts, state.interval = old.seq, old.last_ts, old.interval
+
     # --- stream bookkeeping -------------------------------------------------------------------------------
     def _anomaly_params(self, stream: str) -> list[AnomalyParams]:
         everyone = self.settings.anomaly_overrides.get("*", {})

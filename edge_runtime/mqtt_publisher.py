@@ -45,6 +45,7 @@ class SpooledPublisher:
         self._broker_window = window
         self.on_connected: list = []  # callables run in the main thread after each (re)connection
         self.subscriptions: dict[str, Any] = {}  # topic -> callable(payload) run in paho's thread: keep it tiny
+        self.commands: set[str] = set()  # subscribed topics that carry commands: a retained one is never obeyed
         self._reconnected = threading.Event()
         client = settings.client(client_id)
         client.will_set(status_topic, OFFLINE, qos=1, retain=True)
@@ -88,6 +89,8 @@ class SpooledPublisher:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         callback = self.subscriptions.get(message.topic)
+        if message.retain and message.topic in self.commands:
+            return  # a command left retained by mistake would otherwise run again at every reconnection
         if callback is not None:
             callback(message.payload)
 

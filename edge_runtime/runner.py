@@ -17,11 +17,12 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from edge_runtime.activation import confirm_running
 from edge_runtime.backends import open_step_backend
-from edge_runtime.bundle import Bundle
+from edge_runtime.bundle import Bundle, load_bundle
 from edge_runtime.config import RuntimeConfig
 from edge_runtime.drift import DriftLimits
 from edge_runtime.engine import EngineSettings, Forecast, StreamEngine
@@ -93,6 +94,7 @@ class Runtime:
             DriftLimits.from_json(config.drift_limits),
         )
         self.engine = StreamEngine(bundle, backend, settings, self.boot)
+        self.deploys = None  # DeployListener: MQTT deploys, when the bundle is a bundle store's `current`
         self.source = open_source(config, bundle.manifest)
         self.latency = LatencyWindow()
         self.refusals = RefusalLog()
@@ -109,6 +111,42 @@ class Runtime:
             self.publisher = SpooledPublisher(config.mqtt, config.mqtt_client_id, f"{config.prefix}/status", self.spool)
             if config.home_assistant:
                 self._enable_discovery()
+            if config.bundle is not None and config.bundle.name == "current" and config.bundle.is_symlink():
+                self._enable_deploys()
+
+    def _enable_deploys(self) -> None:
+        """Deploys over MQTT (docs/deploy_mqtt.md) into the store whose `current` this runtime runs."""
+        from edge_runtime.activation import BundleStore
+        from edge_runtime.device_cli import DEFAULT_KEEP
+        from edge_runtime.mqtt_deploy import DeployListener
+
+        client = self.publisher.client
+        store = BundleStore(self.config.bundle.parent, self.config.verify_key, DEFAULT_KEEP)
+        self.deploys = DeployListener(
+            store,
+            lambda topic, payload, retain: client.publish(topic, payload, qos=1, retain=retain),
+            self.config.prefix,
+            self._switch,
+        )
+        self.publisher.subscriptions[self.deploys.topic] = self.deploys.on_message
+        self.publisher.commands.add(self.deploys.topic)
+
+    def _switch(self, path: Path) -> None:
+        """Run another bundle from the next batch on; raises (and the old model keeps running) if it cannot."""
+        bundle = load_bundle(path, self.config.verify_key)
+        old = self.bundle.manifest
+        if (bundle.manifest.features, bundle.manifest.time_column) != (old.features, old.time_column):
+            raise RnnedgeError(
+                f"it reads {list(bundle.manifest.features)}, the running model {list(old.features)}: "
+                "changing a runtime's inputs needs a restart (deploy over ssh with --reload)"
+            )
+        artifact = bundle.manifest.artifact(FORMAT_OF_BACKEND[self.config.backend], self.config.precision)
+        engine = StreamEngine(bundle, open_step_backend(bundle, artifact), self.engine.settings, self.boot)
+        engine.continue_from(self.engine)
+        self.engine, self.bundle = engine, bundle
+        self.confirmed = False  # the new version is confirmed after its own first published forecast
+        if self.config.home_assistant:
+            self.republish.set()  # its targets may have changed
 
     def _enable_discovery(self) -> None:
         """Announce each stream's entities when it first forecasts, and all of them again at every connection
@@ -220,6 +258,8 @@ class Runtime:
                 if self.config.home_assistant and isinstance(self.publisher, SpooledPublisher):
                     if self.publisher.connected:
                         self._announce()
+                if self.deploys is not None:
+                    self.deploys.poll()
                 self.publisher.pump()
                 if not self.confirmed:
                     self._confirm()
@@ -238,6 +278,8 @@ class Runtime:
 
     def _close(self) -> RunStats:
         spooled, rejected, problem = 0, 0, ""
+        if self.deploys is not None:
+            self.deploys.close()
         if isinstance(self.publisher, SpooledPublisher):
             spooled = self.publisher.close(self.config.drain_timeout)
             rejected, problem = self.publisher.rejected_by_broker, self.publisher.last_problem
