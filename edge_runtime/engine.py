@@ -42,7 +42,7 @@ class StreamState:
     seen: int = 0  # samples since the start or the last reset
     last_ts: float | None = None
     interval: float | None = None  # running estimate of the sampling interval, seconds
-    previous_forecast: np.ndarray | None = None  # (H, T) made at the previous sample
+    previous_forecast: list[list[float]] | None = None  # [H][T] made at the previous sample
     resets: int = 0
     drift: DriftMonitor | None = None
 
@@ -75,6 +75,10 @@ class StreamEngine:
         self.backend = backend
         self.settings = settings
         self.scaler = Scaler.from_manifest(manifest)
+        self._feature_mean = self.scaler.feature_mean.tolist()
+        self._feature_std = self.scaler.feature_std.tolist()
+        self._target_mean = self.scaler.target_mean.tolist()
+        self._target_std = self.scaler.target_std.tolist()
         self.targets = manifest.targets
         self.classes = manifest.classes if manifest.task == "classify" else ()
         self.features = manifest.features
@@ -190,12 +194,52 @@ class StreamEngine:
         self.counters.rejected += len(rejected)
         return forecasts, rejected
 
+    def _step_one(self, sample: Sample, state: StreamState) -> list[Forecast]:
+        """The same computation as `_step` for a batch of one, on Python floats: at these sizes each numpy
+        call on a tiny array costs about a microsecond, more than the arithmetic (docs/BENCHMARKS.md)."""
+        slot = state.slot
+        scaler = self.scaler
+        # rounded to float32 like `Scaler.scale_inputs`, so both paths give the very same numbers
+        scaled = np.array(
+            [(v - m) / d for v, m, d in zip(sample.values, self._feature_mean, self._feature_std, strict=True)],
+            dtype=np.float32,
+        ).tolist()
+        inputs = scaled
+        if scaler.diff_columns:
+            inputs = list(scaled)
+            previous = self._last_scaled[slot].tolist()
+            for c in scaler.diff_columns:
+                inputs[c] = 0.0 if state.seen == 0 else scaled[c] - previous[c]
+            self._last_scaled[slot] = scaled
+        output, new_states = self.backend.step(
+            np.array([inputs], dtype=np.float32), [tensor[slot : slot + 1] for tensor in self._states]
+        )
+        for tensor, new in zip(self._states, new_states, strict=True):
+            tensor[slot] = new[0]
+        self.counters.batches += 1
+        state.seen += 1
+        values = output[0].tolist()
+        if self.classes:
+            message = self._classification(sample, state, list(sample.values), output[0])
+            return [Forecast(sample.stream, message)] if message is not None else []
+        last = scaled if scaler.relative_to_last else None
+        width = len(self.targets)
+        forecast = []
+        for k in range(scaler.horizon):
+            step = []
+            for j in range(width):
+                value = values[k * width + j]
+                if last is not None:
+                    value += last[scaler.target_columns[j]]
+                step.append(value * self._target_std[j] + self._target_mean[j])
+            forecast.append(step)
+        message = self._message(sample, state, list(sample.values), forecast)
+        return [Forecast(sample.stream, message)] if message is not None else []
+
     def _step(self, batch: list[tuple[Sample, StreamState]]) -> list[Forecast]:
-        if len(batch) == 1:  # one stream: slices are views, no gather/scatter copies
-            slot = batch[0][1].slot
-            rows: slice | np.ndarray = slice(slot, slot + 1)
-        else:
-            rows = np.fromiter((state.slot for _, state in batch), dtype=np.intp, count=len(batch))
+        if len(batch) == 1:
+            return self._step_one(*batch[0])
+        rows = np.fromiter((state.slot for _, state in batch), dtype=np.intp, count=len(batch))
         raw = np.array([sample.values for sample, _ in batch], dtype=np.float64)
         scaled = self.scaler.scale_inputs(raw)
         inputs = scaled
@@ -219,7 +263,7 @@ class StreamEngine:
                 if message is not None:
                     results.append(Forecast(sample.stream, message))
             return results
-        forecast_units = self.scaler.forecast_units(output, scaled)  # (B, H, T)
+        forecast_units = self.scaler.forecast_units(output, scaled).tolist()  # [B][H][T]
         for row, (sample, state) in enumerate(batch):
             state.seen += 1
             message = self._message(sample, state, raw[row].tolist(), forecast_units[row])
@@ -254,7 +298,7 @@ class StreamEngine:
         return message
 
     def _message(
-        self, sample: Sample, state: StreamState, raw: list[float], forecast: np.ndarray
+        self, sample: Sample, state: StreamState, raw: list[float], forecast: list[list[float]]
     ) -> dict[str, Any] | None:
         observed = {t: raw[c] for t, c in zip(self.targets, self.target_columns, strict=True) if c is not None}
         residual: dict[str, float | None] = dict.fromkeys(self.targets)
@@ -266,7 +310,7 @@ class StreamEngine:
                 if target not in observed:
                     continue
                 value = observed[target]
-                residual[target] = value - float(state.previous_forecast[0, j])
+                residual[target] = value - state.previous_forecast[0][j]
                 try:
                     verdict = state.anomaly[j].update(residual[target], value)
                 except InputError:
@@ -288,7 +332,7 @@ class StreamEngine:
             "seq": state.seq,
             "ts": sample.ts_text,
             "observed": observed,
-            "forecast": {t: forecast[:, j].tolist() for j, t in enumerate(self.targets)},
+            "forecast": {t: [step[j] for step in forecast] for j, t in enumerate(self.targets)},
             "residual": residual,
             "score": score,
             "alarm": alarm,
