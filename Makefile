@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint constraints clean
+.PHONY: demo test bench lint constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(STAMP) $(if $(MISSING_FILES),system-packages)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$status
+
+# Regenerates docs/BENCHMARKS.md from benchmarks/ (about 10 minutes; not part of make test, its smoke version is).
+bench: $(STAMP) $(if $(MISSING_FILES),system-packages)
+	$(BIN)/python benchmarks/run_all.py
 
 .PHONY: system-packages
 system-packages:

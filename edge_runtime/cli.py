@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edge_runtime.device_cli import add_device_commands
     from export.cli import add_export_commands
     from trainer.cli import add_trainer_commands
+    from trainer.evaluation.cli import add_eval_commands
 
     parser = argparse.ArgumentParser(
         prog="rnnedge",
@@ -144,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_trainer_commands(commands)
     add_export_commands(commands)
+    add_eval_commands(commands)
     _add_runtime_commands(commands)
     add_device_commands(commands)
     return parser

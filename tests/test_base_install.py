@@ -33,18 +33,36 @@ def test_base_install_has_no_training_stack(base_venv: Path) -> None:
 def test_help_lists_every_command(base_venv: Path) -> None:
     result = subprocess.run([str(base_venv / "bin" / "rnnedge"), "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    for command in ("train", "export", "run", "parity", "demo", "keygen", "deploy", "rollback", "device", "bench"):
+    for command in (
+        "train",
+        "export",
+        "run",
+        "parity",
+        "demo",
+        "keygen",
+        "deploy",
+        "rollback",
+        "device",
+        "bench",
+        "eval",
+    ):
         assert f"    {command} " in result.stdout
 
 
 @pytest.mark.parametrize(
-    "command", [["train", "x.csv", "--target", "value", "--out", "r"], ["export", "r", "--out", "b"]]
+    ("name", "command"),
+    [
+        ("train", ["train", "x.csv", "--target", "value", "--out", "r"]),
+        ("export", ["export", "r", "--out", "b"]),
+        ("eval nab", ["eval", "nab", "--data", "d", "--out", "o"]),
+        ("eval etth1", ["eval", "etth1", "--data", "d", "--out", "o"]),
+    ],
 )
-def test_training_commands_name_the_missing_extra(base_venv: Path, command: list[str]) -> None:
+def test_training_commands_name_the_missing_extra(base_venv: Path, name: str, command: list[str]) -> None:
     result = subprocess.run([str(base_venv / "bin" / "rnnedge"), *command], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr == (
-        f"rnnedge: error: 'rnnedge {command[0]}' needs the 'train' extra "
+        f"rnnedge: error: 'rnnedge {name}' needs the 'train' extra "
         "(tensorflow, keras, tf2onnx, onnx not installed): pip install 'rnnedge[train]'\n"
     )
 
