@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import os
 import pstats
 import re
@@ -51,6 +50,7 @@ from edge_runtime.backends import open_step_backend  # noqa: E402
 from edge_runtime.bundle import Bundle, load_bundle  # noqa: E402
 from edge_runtime.engine import EngineSettings, StreamEngine  # noqa: E402
 from edge_runtime.errors import BundleError  # noqa: E402
+from edge_runtime.forecast_json import dumps_message  # noqa: E402
 from edge_runtime.samples import Sample  # noqa: E402
 
 SAMPLE = REPO / "trainer" / "samples" / "machine_temperature_system_failure.csv"
@@ -152,10 +152,6 @@ def rate(timing_us: dict[str, float], per_call: int) -> dict[str, float]:
 
 
 # --- 1 and 2: the engine loop against the raw backend call ------------------------------------------------------
-def dumps(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"))
-
-
 def engine_call(engine: StreamEngine, batches: Iterator[list[Sample]], serialise: bool) -> Callable[[], None]:
     """One round through the engine, as the runtime's loop does it: process, then topic + JSON per forecast."""
 
@@ -163,7 +159,7 @@ def engine_call(engine: StreamEngine, batches: Iterator[list[Sample]], serialise
         forecasts, _ = engine.process(next(batches))
         if serialise:
             for forecast in forecasts:
-                (f"{PREFIX}/forecast/{forecast.stream}", dumps(forecast.message))
+                (f"{PREFIX}/forecast/{forecast.stream}", dumps_message(forecast.message))
 
     return call
 
@@ -447,7 +443,7 @@ def e2e_figures(bundle_dir: Path, csv: Path, scratch: Path, repeats: int) -> dic
     for batch in sample_batches(sample_values(), 1, bundle.manifest.warmup_steps + 2):
         forecasts, _ = engine.process(batch)
         message = forecasts[0].message if forecasts else message
-    payload = dumps(message).encode()  # the size of a real forecast message
+    payload = dumps_message(message).encode()  # the size of a real forecast message
     broker = Broker(scratch)
     try:
         runs = [runtime_e2e(broker, bundle_dir, csv, scratch, k) for k in range(repeats)]

@@ -84,6 +84,10 @@ class StreamEngine:
         self.features = manifest.features
         self.warmup = manifest.warmup_steps
         self.target_columns = [manifest.features.index(t) if t in manifest.features else None for t in self.targets]
+        # (target index, name, input column) of the targets that are also inputs: their residuals are scored
+        self._observed_targets = [
+            (j, t, c) for j, (t, c) in enumerate(zip(self.targets, self.target_columns, strict=True)) if c is not None
+        ]
         self.streams: dict[str, StreamState] = {}
         self.counters = EngineCounters()
         self._capacity = 0
@@ -184,13 +188,17 @@ class StreamEngine:
                 rejected.append(admitted)
                 continue
             pending.append((sample, admitted))
-        while pending:
-            batch, later, in_batch = [], [], set()
-            for item in pending:
-                (later if item[1].slot in in_batch else batch).append(item)
-                in_batch.add(item[1].slot)
+        # round k holds each stream's k-th sample of this call: one pass, whatever the mix of streams
+        rounds: list[list[tuple[Sample, StreamState]]] = []
+        taken: dict[int, int] = {}
+        for item in pending:
+            k = taken.get(item[1].slot, 0)
+            taken[item[1].slot] = k + 1
+            if k == len(rounds):
+                rounds.append([])
+            rounds[k].append(item)
+        for batch in rounds:
             forecasts.extend(self._step(batch))
-            pending = later
         self.counters.rejected += len(rejected)
         return forecasts, rejected
 
@@ -300,25 +308,27 @@ class StreamEngine:
     def _message(
         self, sample: Sample, state: StreamState, raw: list[float], forecast: list[list[float]]
     ) -> dict[str, Any] | None:
-        observed = {t: raw[c] for t, c in zip(self.targets, self.target_columns, strict=True) if c is not None}
+        observed: dict[str, float] = {}
         residual: dict[str, float | None] = dict.fromkeys(self.targets)
-        score: float | None = None
+        previous = state.previous_forecast
+        score: float | None = None if previous is None else 0.0
         alarm = False
-        if state.previous_forecast is not None:
-            score = 0.0
-            for j, target in enumerate(self.targets):
-                if target not in observed:
-                    continue
-                value = observed[target]
-                residual[target] = value - state.previous_forecast[0][j]
-                try:
-                    verdict = state.anomaly[j].update(residual[target], value)
-                except InputError:
-                    continue
-                score = max(score, verdict.score)
-                alarm = alarm or verdict.alarm
+        for j, target, column in self._observed_targets:
+            value = raw[column]
+            observed[target] = value
+            if previous is None:
+                continue
+            residual[target] = value - previous[0][j]
+            try:
+                verdict = state.anomaly[j].update(residual[target], value)
+            except InputError:
+                continue
+            if verdict.score > score:
+                score = verdict.score
+            alarm = alarm or verdict.alarm
         if state.drift is not None:
-            known = None if any(r is None for r in residual.values()) else tuple(residual.values())
+            # the residuals are known when every target is an input and a forecast was made for this sample
+            known = tuple(residual.values()) if previous is not None and len(observed) == len(residual) else None
             state.drift.update(raw, known)
         warm = state.seen > self.warmup
         state.previous_forecast = forecast if warm else None

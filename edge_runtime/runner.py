@@ -27,6 +27,7 @@ from edge_runtime.config import RuntimeConfig
 from edge_runtime.drift import DriftLimits
 from edge_runtime.engine import EngineSettings, Forecast, StreamEngine
 from edge_runtime.errors import RnnedgeError
+from edge_runtime.forecast_json import dumps_message
 from edge_runtime.metrics import LatencyWindow, RefusalLog, metrics_message
 from edge_runtime.mqtt_publisher import SpooledPublisher
 from edge_runtime.samples import Rejected, Sample
@@ -64,10 +65,6 @@ class JsonLinesOut:
 
     def pump(self) -> None:
         self.stream.flush()
-
-
-def _dumps(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"))
 
 
 def _refusal_kind(reason: str) -> str:
@@ -224,7 +221,7 @@ class Runtime:
             forecasts, refused = self.engine.process(samples)
             self.latency.add((time.perf_counter_ns() - started) // len(samples), len(samples))
             self._refuse(refused)
-            self.publisher.enqueue([(self._topic(f), _dumps(f.message)) for f in forecasts])
+            self.publisher.enqueue([(self._topic(f), dumps_message(f.message)) for f in forecasts])
         return len(samples)
 
     def _confirm(self) -> None:
@@ -253,7 +250,7 @@ class Runtime:
                 now = time.monotonic()
                 if config.mqtt is not None and now - last_metrics >= config.metrics_interval:
                     message = self._metrics(interval_samples, now - last_metrics)
-                    self.publisher.enqueue([(f"{config.prefix}/metrics", _dumps(message))])
+                    self.publisher.enqueue([(f"{config.prefix}/metrics", dumps_message(message))])
                     last_metrics, interval_samples = now, 0
                 if self.config.home_assistant and isinstance(self.publisher, SpooledPublisher):
                     if self.publisher.connected:
@@ -273,7 +270,7 @@ class Runtime:
             log.error("the source ended early: %s", self.source.error)
         if self.config.mqtt is not None:  # a last metrics message: the totals of this run
             message = self._metrics(interval_samples, time.monotonic() - last_metrics)
-            self.publisher.enqueue([(f"{config.prefix}/metrics", _dumps(message))])
+            self.publisher.enqueue([(f"{config.prefix}/metrics", dumps_message(message))])
         return self._close()
 
     def _close(self) -> RunStats:
