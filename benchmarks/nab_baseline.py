@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import random
@@ -73,15 +72,7 @@ def stream_file(file: nab_scorer.NabFile, params: AnomalyParams) -> np.ndarray:
 def corpus_scores(scores: dict[str, np.ndarray], layouts: dict, profiles: dict) -> dict[str, dict]:
     out = {}
     for name in nab_scorer.PROFILE_NAMES:
-        result = nab_scorer.score_corpus(scores, layouts, profiles[name])
-        out[name] = {
-            "normalised": round(result.normalised, 3),
-            "raw": round(result.raw, 4),
-            "threshold": result.threshold if math.isfinite(result.threshold) else None,
-            "detected_windows": result.detected_windows,
-            "missed_windows": result.missed_windows,
-            "false_positive_rows": result.false_positives,
-        }
+        out[name] = nab_scorer.score_corpus(scores, layouts, profiles[name]).totals()
     return out
 
 

@@ -8,9 +8,10 @@ block until something arrives and drain up to a batch at once. When a queue is f
   an engine that queued everything would fall minutes behind real time with unbounded memory. Dropping the newest
   keeps what is queued in order and lets each stream see one gap (the engine's gap reset then re-warms it).
 
-The queue size bounds how far the engine can fall behind: 10,000 samples is 50 ms of work at the engine's
-200,000 samples/s target. After `stop`, or once a source has ended by itself, its queue ends with exactly one
-`EndOfStream` and takes nothing more, so draining until `finished` loses nothing that was produced.
+The queue size bounds how far the engine can fall behind: 10,000 samples is about 0.15 s of its work with
+1,000 streams (60,000 samples/s with JSON, docs/BENCHMARKS.md), 0.4 s for a single stream. After `stop`, or
+once a source has ended by itself, its queue ends with exactly one `EndOfStream` and takes nothing more, so
+draining until `finished` loses nothing that was produced.
 """
 
 from __future__ import annotations

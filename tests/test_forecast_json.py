@@ -42,7 +42,7 @@ def test_forecasts_are_written_exactly_as_json_dumps_writes_them(message: dict) 
 
 def test_a_real_forecast_round_trips_through_json() -> None:
     message = {
-        "stream": "boiler-\u00e9 \"2\"",
+        "stream": 'boiler-\u00e9 "2"',
         "boot": 1795315000,
         "seq": 41,
         "ts": "2026-11-22T03:00:00Z",

@@ -19,7 +19,6 @@ for the results files' label column and the score. Files are processed in up to 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -298,12 +297,7 @@ def score_run(nab_dir: Path, out_dir: Path, detections: dict[str, FileDetection]
     for profile in nab_scorer.PROFILE_NAMES:
         result = nab_scorer.score_corpus(scores, layouts, profiles[profile])
         profile_scores[profile] = {
-            "normalised": round(result.normalised, 2),
-            "raw": round(result.raw, 4),
-            "threshold": result.threshold if math.isfinite(result.threshold) else None,
-            "detected_windows": result.detected_windows,
-            "missed_windows": result.missed_windows,
-            "false_positive_rows": result.false_positives,
+            **result.totals(),
             "per_file": {
                 name: {
                     "score": round(f.score, 4),

@@ -19,6 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -95,6 +96,17 @@ class CorpusScore:
     @property
     def false_positives(self) -> int:
         return sum(f.false_positives for f in self.files.values())
+
+    def totals(self) -> dict[str, Any]:
+        """The corpus figures for a JSON summary (the threshold None when detecting nothing scores best)."""
+        return {
+            "normalised": round(self.normalised, 2),
+            "raw": round(self.raw, 4),
+            "threshold": self.threshold if math.isfinite(self.threshold) else None,
+            "detected_windows": self.detected_windows,
+            "missed_windows": self.missed_windows,
+            "false_positive_rows": self.false_positives,
+        }
 
 
 @dataclass(frozen=True)
