@@ -173,7 +173,7 @@ class Runtime:
                 self.bundle.manifest.targets,
                 f"{config.prefix}/forecast/{stream}",
                 f"{config.prefix}/status",
-                {"name": f"rnnedge {config.device_id}", "sw_version": __version__},
+                {"sw_version": __version__},
                 prefix=config.discovery_prefix,
             )
             self.publisher.publish_retained([(m.topic, m.payload) for m in messages])
