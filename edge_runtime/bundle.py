@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -177,6 +178,10 @@ class Manifest:
             raise BundleError(
                 f"scaler kind {data['scaler']['kind']!r} is not supported (supported: {', '.join(SCALER_KINDS)})"
             )
+        for name, column in data["scaler"]["columns"].items():
+            std = float(column["std"])
+            if not (math.isfinite(std) and std > 0 and math.isfinite(float(column["mean"]))):
+                raise BundleError(f"scaler of {name!r}: mean and std must be finite and std above 0 (std {std})")
         return cls(
             task=str(model.get("task", "forecast")),
             classes=tuple(str(c) for c in model.get("classes", [])),

@@ -158,6 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     except RnnedgeError as exc:
         print(f"rnnedge: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a path that cannot be read or written, a refused connection: the user's to fix
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"rnnedge: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as exc:
+        print(f"rnnedge: error: a file is not UTF-8 text ({exc.reason} at byte {exc.start})", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -53,9 +53,13 @@ class SshTarget:
 
     @classmethod
     def parse(cls, url: str) -> SshTarget:
-        parts = urlsplit(url)
         example = "e.g. ssh://rnnedge@pi4.local/var/lib/rnnedge/bundles"
-        if parts.scheme != "ssh" or not parts.hostname:
+        try:
+            parts = urlsplit(url)
+            hostname = parts.hostname
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            hostname = None
+        if not hostname or parts.scheme != "ssh":
             raise RnnedgeError(f"--to {url!r}: expected ssh://[user@]host[:port]/path ({example})")
         if not parts.path or parts.path == "/":
             raise RnnedgeError(f"--to {url!r}: give the bundle directory on the device as the path ({example})")

@@ -25,8 +25,12 @@ class BrokerAddress:
 
     @classmethod
     def parse(cls, url: str) -> BrokerAddress:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        try:
+            parts = urlsplit(url)
+            hostname = parts.hostname
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            hostname = None
+        if not hostname or parts.scheme not in ("mqtt", "mqtts"):
             raise RnnedgeError(
                 f"broker URL {_redacted(url)!r} is not of the form mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
             )
@@ -50,10 +54,13 @@ class BrokerAddress:
 
 
 def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
+    try:
+        password = urlsplit(url).password
+    except ValueError:  # unparseable: hide everything before the host, where a password would be
+        return url.rpartition("@")[2] if "@" in url else url
+    if password is None:
         return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
+    return url.replace(f":{password}@", ":***@", 1)
 
 
 @dataclass(frozen=True)

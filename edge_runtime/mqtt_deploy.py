@@ -216,8 +216,12 @@ class DeployListener:
 
 def split_target(url: str) -> tuple[str, str]:
     """`mqtt[s]://[user[:password]@]HOST[:PORT]/PREFIX` -> (broker URL, the device's topic prefix)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise RnnedgeError(f"--to: not a valid URL ({exc})") from None
     broker = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+    after_host = url[url.find(parts.netloc) + len(parts.netloc) :] if parts.netloc else url
     address = BrokerAddress.parse(broker)  # refuses anything but mqtt(s)://HOST[:PORT], never echoing a password
     prefix = parts.path.strip("/")
     if not prefix:
@@ -225,7 +229,7 @@ def split_target(url: str) -> tuple[str, str]:
             f"--to {address}: give the device's topic prefix as the path, e.g. {address}/rnnedge/pi4 "
             "(its topic_prefix; default rnnedge/<device_id>)"
         )
-    if "+" in prefix or "#" in prefix or parts.query or parts.fragment:
+    if "+" in prefix or "#" in after_host or "?" in after_host:
         raise RnnedgeError(f"--to {address}/{prefix}: the topic prefix names one device (no wildcards, ? or #)")
     return broker, prefix
 

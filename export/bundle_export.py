@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import platform
+import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -27,11 +28,11 @@ from edge_runtime.bundle import (
     write_bundle,
 )
 from edge_runtime.drift import DriftReference
-from edge_runtime.errors import BundleError, RnnedgeError
+from edge_runtime.errors import RnnedgeError
 from edge_runtime.numpy_backend import NumpyStepBackend
 from edge_runtime.parity import ParityReport, check_bundle
 from edge_runtime.scaling import Scaler
-from edge_runtime.signing import SIGNATURE_NAME, load_private_key, sign_manifest
+from edge_runtime.signing import load_private_key, sign_manifest
 from export.calibration import visited_feeds
 from export.golden import TASK_STEPS, future_values, golden_inputs, record_golden
 from export.isolated_convert import convert_window_tflite_isolated
@@ -39,7 +40,7 @@ from export.numpy_weights import save_numpy_weights
 from export.onnx_compact import compact_names
 from export.onnx_convert import DEFAULT_OPSET, convert_step_model
 from export.quantize_onnx import quantize_onnx_dynamic, quantize_onnx_static
-from export.step_model import STEP_INPUT, STEP_OUTPUT, build_step_model
+from export.step_model import STEP_INPUT, STEP_OUTPUT, StepModel, build_step_model
 from export.tflite_convert import quantized_anything, representative_feeds, to_tflite
 from export.window_model import build_window_model, window_to_onnx
 from trainer.model import HEAD_NAME
@@ -93,19 +94,24 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _prepare_output(out: Path) -> None:
-    """Reuse a directory only if it is empty or an earlier bundle (whose files are then replaced)."""
-    if out.exists() and any(out.iterdir()):
-        manifest = out / MANIFEST_NAME
-        if not manifest.is_file():
-            raise RnnedgeError(f"{out} exists and is not a bundle: choose an empty or new directory")
-        try:
-            listed = list(json.loads(manifest.read_text(encoding="utf-8")).get("files", {}))
-        except (ValueError, AttributeError):
-            raise BundleError(f"{manifest}: unreadable manifest; remove the directory to export here") from None
-        for name in [*listed, MANIFEST_NAME, SIGNATURE_NAME, PARITY_FILE]:
-            (out / Path(name).name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+def _check_output(out: Path) -> None:
+    """Export only into a new or empty directory, or over an earlier bundle (replaced once the new one is whole)."""
+    if out.exists() and not out.is_dir():
+        raise RnnedgeError(f"{out} exists and is not a directory: choose a new or empty directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
+        raise RnnedgeError(f"{out} exists and is not a bundle: choose an empty or new directory")
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Put the finished bundle at `out`, replacing an earlier one only now that the new one is complete."""
+    if out.exists():
+        previous = out.parent / f".{out.name}.previous"
+        shutil.rmtree(previous, ignore_errors=True)
+        out.rename(previous)
+        staging.rename(out)
+        shutil.rmtree(previous)
+    else:
+        staging.rename(out)
 
 
 def _targets_raw(config: RunConfig, splits: dict[str, np.ndarray], split: str) -> np.ndarray:
@@ -147,7 +153,33 @@ def export_bundle(run_dir: Path, out: Path, options: ExportOptions = ExportOptio
         raise RnnedgeError(f"{run_dir / MODEL_FILE}: Keras cannot load the model ({exc})") from None
     private_key = load_private_key(options.signing_key) if options.signing_key else None
     step = build_step_model(sequence_model, len(config.layers))
-    _prepare_output(out)
+    final = out
+    _check_output(final)
+    staging = final.parent / f".{final.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        _write_files(run_dir, staging, options, config, sequence_model, step, private_key)
+        _swap_in(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # the earlier bundle in `final`, if any, is untouched
+        raise
+    bundle = load_bundle(final)
+    report = check_bundle(bundle)
+    report.write_json(final / PARITY_FILE)
+    return bundle, report
+
+
+def _write_files(
+    run_dir: Path,
+    out: Path,
+    options: ExportOptions,
+    config: RunConfig,
+    sequence_model: keras.Model,
+    step: StepModel,
+    private_key: Any,
+) -> None:
+    """Every file of the bundle, manifest and signature included, into the (empty) directory `out`."""
     n_features = len(config.features)
     splits = load_splits(run_dir)
     artifacts: list[Artifact] = []
@@ -280,13 +312,9 @@ def export_bundle(run_dir: Path, out: Path, options: ExportOptions = ExportOptio
             "versions": _versions(),
         },
     )
-    bundle = write_bundle(out, manifest)
+    write_bundle(out, manifest)
     if private_key is not None:
         sign_manifest(out, private_key)
-        bundle = load_bundle(out)
-    report = check_bundle(bundle)
-    report.write_json(out / PARITY_FILE)
-    return bundle, report
 
 
 def _validation_residuals(

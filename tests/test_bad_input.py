@@ -187,3 +187,52 @@ def test_export_refuses_to_overwrite_a_directory_that_is_not_a_bundle(
     line = one_line_error(capsys, ["export", str(tiny_bundle.run_dir), "--out", str(tmp_path)])
     assert "exists and is not a bundle" in line
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_failed_export_leaves_the_earlier_bundle_whole(tiny_bundle: TrainedBundle, tmp_path: Path, capsys) -> None:
+    from edge_runtime.bundle import load_bundle
+
+    earlier = copy_bundle(tiny_bundle, tmp_path / "bundle")
+    digest = load_bundle(earlier).digest
+    run = Path(shutil.copytree(tiny_bundle.run_dir, tmp_path / "run"))
+    (run / "splits.npz").unlink()
+    line = one_line_error(capsys, ["export", str(run), "--out", str(earlier)])
+    assert "splits.npz" in line
+    assert load_bundle(earlier).digest == digest  # every file still there and matching its sha256
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "run"]  # no staging directory left behind
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["keygen", "no/such/dir/fleet"], "no/such/dir/fleet.key: No such file or directory"),
+        (["run", "BUNDLE", "--source", "csv:ROWS", "--mqtt", "mqtt://u:secret@[::1"], "is not of the form"),
+        (["run", "BUNDLE", "--source", "csv:ROWS", "--topic-prefix", "plant/+/x", "--mqtt", "mqtt://h"], "plain MQTT"),
+        (["run", "BUNDLE", "--source", "csv:ROWS", "--metrics-interval", "-1"], "metrics_interval must be"),
+        (["deploy", "BUNDLE", "--to", "mqtt://127.0.0.1:1/plant/#"], "no wildcards, ? or #"),
+        (["deploy", "BUNDLE", "--to", "ssh://[::1/x"], "expected ssh://"),
+    ],
+    ids=["unwritable-key", "ipv6-url", "wildcard-prefix", "negative-interval", "hash-in-deploy-prefix", "ssh-ipv6"],
+)
+def test_mistakes_in_paths_urls_and_settings_are_one_line(
+    tiny_bundle: TrainedBundle, tmp_path: Path, capsys, argv: list[str], expected: str
+) -> None:
+    rows = write_rows(tmp_path / "rows.csv", 1200, 30)
+    argv = [a.replace("BUNDLE", str(tiny_bundle.bundle_dir)).replace("ROWS", str(rows)) for a in argv]
+    if argv[0] == "keygen":
+        argv[1] = str(tmp_path / argv[1])
+    line = one_line_error(capsys, argv)
+    assert expected in line
+    assert "secret" not in line
+
+
+def test_a_bundle_whose_scaler_divides_by_zero_is_refused(tiny_bundle: TrainedBundle, tmp_path: Path, capsys) -> None:
+    import json
+
+    bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["data"]["scaler"]["columns"]["value"]["std"] = 0.0
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    rows = write_rows(tmp_path / "rows.csv", 1200, 30)
+    line = one_line_error(capsys, ["run", str(bundle), "--source", f"csv:{rows}"])
+    assert "scaler of 'value'" in line and "std above 0" in line
