@@ -60,6 +60,10 @@ def check_options(options: TrainOptions) -> None:
         problems.append(f"unknown scaler {options.scaler!r} (supported: {', '.join(SCALER_KINDS)})")
     if len(options.split) != 3 or min(options.split) <= 0 or abs(sum(options.split) - 1) > 1e-6:
         problems.append(f"--split needs three positive fractions that add up to 1, got {list(options.split)}")
+    if options.stride is not None and options.stride < 1:
+        problems.append(f"--stride must be at least 1 row, got {options.stride}")
+    if not options.learning_rate > 0:
+        problems.append(f"--learning-rate must be above 0, got {options.learning_rate}")
     if options.epochs < 1 or options.batch_size < 1 or options.patience < 1:
         problems.append("epochs, batch size and patience must be at least 1")
     if options.task not in TASKS:
