@@ -104,11 +104,11 @@ class RuntimeConfig:
         for name in ("max_streams", "max_payload_bytes", "max_batch", "spool_max_bytes"):
             if getattr(self, name) <= 0:
                 raise RnnedgeError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("metrics_interval", "drain_timeout", "fsync_interval"):
+        if not self.metrics_interval > 0:
+            raise RnnedgeError(f"metrics_interval must be above 0 seconds, got {self.metrics_interval}")
+        for name in ("drain_timeout", "fsync_interval"):
             if not getattr(self, name) >= 0:
                 raise RnnedgeError(f"{name} must be a number of seconds >= 0, got {getattr(self, name)}")
-        if self.metrics_interval == 0:
-            raise RnnedgeError("metrics_interval must be above 0 seconds")
         prefix = self.prefix
         if not prefix or any(c in prefix for c in "+#\0") or prefix.startswith("$"):
             raise RnnedgeError(f"topic prefix {prefix!r} (from device_id or topic_prefix) must be a plain MQTT topic")

@@ -13,15 +13,13 @@ from json.encoder import encode_basestring_ascii as _text  # json.dumps' default
 from typing import Any
 
 FORECAST_KEYS = ("stream", "boot", "seq", "ts", "observed", "forecast", "residual", "score", "alarm", "bundle")
+_float_repr = float.__repr__
 
 
 def _number(value: float | int | None) -> str:
     if type(value) is float and value - value == 0.0:  # finite (nan - nan and inf - inf are nan)
         return _float_repr(value)
     return "null" if value is None else json.dumps(value)  # ints, NaN, Infinity as json writes them
-
-
-_float_repr = float.__repr__
 
 
 def _numbers(values: dict[str, Any]) -> str:

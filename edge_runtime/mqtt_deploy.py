@@ -221,7 +221,6 @@ def split_target(url: str) -> tuple[str, str]:
     except ValueError as exc:
         raise RnnedgeError(f"--to: not a valid URL ({exc})") from None
     broker = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
-    after_host = url[url.find(parts.netloc) + len(parts.netloc) :] if parts.netloc else url
     address = BrokerAddress.parse(broker)  # refuses anything but mqtt(s)://HOST[:PORT], never echoing a password
     prefix = parts.path.strip("/")
     if not prefix:
@@ -229,7 +228,8 @@ def split_target(url: str) -> tuple[str, str]:
             f"--to {address}: give the device's topic prefix as the path, e.g. {address}/rnnedge/pi4 "
             "(its topic_prefix; default rnnedge/<device_id>)"
         )
-    if "+" in prefix or "#" in after_host or "?" in after_host:
+    # an unencoded # or ? anywhere starts a fragment or query (urlsplit drops an empty one): never a topic prefix
+    if "+" in prefix or "#" in url or "?" in url:
         raise RnnedgeError(f"--to {address}/{prefix}: the topic prefix names one device (no wildcards, ? or #)")
     return broker, prefix
 

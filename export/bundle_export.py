@@ -153,20 +153,19 @@ def export_bundle(run_dir: Path, out: Path, options: ExportOptions = ExportOptio
         raise RnnedgeError(f"{run_dir / MODEL_FILE}: Keras cannot load the model ({exc})") from None
     private_key = load_private_key(options.signing_key) if options.signing_key else None
     step = build_step_model(sequence_model, len(config.layers))
-    final = out
-    _check_output(final)
-    staging = final.parent / f".{final.name}.partial"
+    _check_output(out)
+    staging = out.parent / f".{out.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         _write_files(run_dir, staging, options, config, sequence_model, step, private_key)
-        _swap_in(staging, final)
+        _swap_in(staging, out)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # the earlier bundle in `final`, if any, is untouched
+        shutil.rmtree(staging, ignore_errors=True)  # the earlier bundle in `out`, if any, is untouched
         raise
-    bundle = load_bundle(final)
+    bundle = load_bundle(out)
     report = check_bundle(bundle)
-    report.write_json(final / PARITY_FILE)
+    report.write_json(out / PARITY_FILE)
     return bundle, report
 
 

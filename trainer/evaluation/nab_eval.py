@@ -255,12 +255,7 @@ def detect_corpus(
 def load_windows(nab_dir: Path, detections: dict[str, FileDetection]) -> dict[str, nab_scorer.FileLayout]:
     """The scoring layout of each detected file, from labels/combined_windows.json (read only here)."""
     path = Path(nab_dir) / LABELS
-    try:
-        labels = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file (the NAB labels are needed to score)") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    labels = nab_scorer.read_json(path)  # run_nab checked that it exists before detecting anything
     missing = [name for name in detections if name not in labels]
     if missing:
         raise InputError(f"{path}: no windows listed for {missing[0]} (and {len(missing) - 1} more)")
@@ -281,7 +276,7 @@ def published_scores(nab_dir: Path) -> dict[str, dict[str, float]]:
     path = Path(nab_dir) / "results" / "final_results.json"
     if not path.is_file():
         return {}
-    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc = nab_scorer.read_json(path)
     return {name: {p: float(v) for p, v in scores.items()} for name, scores in doc.items()}
 
 

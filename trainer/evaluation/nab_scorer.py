@@ -138,7 +138,7 @@ MAX_TP_UNIT = float(scaled_sigmoid(-1.0))  # sigma(-1): a detection on a window'
 def load_profiles(nab_dir: Path) -> dict[str, CostProfile]:
     """The cost profiles of `config/profiles.json`."""
     path = Path(nab_dir) / "config" / "profiles.json"
-    doc = _read_json(path)
+    doc = read_json(path)
     try:
         return {
             name: CostProfile(name, float(c["tpWeight"]), float(c["fpWeight"]), float(c["fnWeight"]))
@@ -152,7 +152,7 @@ def load_profiles(nab_dir: Path) -> dict[str, CostProfile]:
 def load_corpus(nab_dir: Path) -> list[NabFile]:
     """Every file listed in `labels/combined_windows.json`, with its rows from `data/`, in label-file order."""
     nab_dir = Path(nab_dir)
-    labels = _read_json(nab_dir / "labels" / "combined_windows.json")
+    labels = read_json(nab_dir / "labels" / "combined_windows.json")
     files = []
     for name, windows in labels.items():
         timestamps, values = read_data_file(nab_dir / "data" / name)
@@ -370,7 +370,8 @@ def _checked_scores(scores: np.ndarray, layout: FileLayout) -> np.ndarray:
     return scores
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A NAB JSON file (labels, profiles, results); a missing or broken one is a one-line InputError."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
