@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TrainedBundle, free_port
+from conftest import REPO, TrainedBundle, closed_port, free_port
 from test_devices_common import bundle_variant, rnnedge, rnnedge_command
 
 from edge_runtime.bundle import load_bundle
@@ -205,8 +205,9 @@ def test_the_device_refuses_unsigned_and_tampered_bundles(
 def test_deploy_errors_are_one_line(
     sshd: Sshd, device: dict[str, Path], tiny_bundle: TrainedBundle, tmp_path: Path
 ) -> None:
-    closed = f"ssh://{USER}@127.0.0.1:{free_port()}{device['root']}"
-    result = rnnedge(tmp_path, "deploy", str(tiny_bundle.bundle_dir), "--to", closed, *sshd.options())
+    with closed_port() as port:
+        closed = f"ssh://{USER}@127.0.0.1:{port}{device['root']}"
+        result = rnnedge(tmp_path, "deploy", str(tiny_bundle.bundle_dir), "--to", closed, *sshd.options())
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"rnnedge: error: ssh to {USER}@127.0.0.1 failed: ")
     assert "Connection refused" in result.stderr

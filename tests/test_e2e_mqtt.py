@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import RNNEDGE, Mosquitto, TrainedBundle, write_rows
+from conftest import RNNEDGE, Mosquitto, TrainedBundle, closed_port, write_rows
 from mqtt_helpers import Recorder
 
 from edge_runtime.bundle import load_bundle
@@ -101,30 +101,29 @@ def test_retained_status_is_offline_after_the_run(tiny_bundle: TrainedBundle, mo
 def test_unreachable_broker_keeps_forecasts_in_the_spool_and_says_so(
     tiny_bundle: TrainedBundle, mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    from conftest import free_port
-
     csv = write_rows(tmp_path / "short.csv", 1200, 20)
     spool = tmp_path / "spool"
-    result = subprocess.run(
-        [
-            *RNNEDGE,
-            "run",
-            str(tiny_bundle.bundle_dir),
-            "--source",
-            f"csv:{csv}",
-            "--topic-prefix",
-            "plant",
-            "--mqtt",
-            f"mqtt://127.0.0.1:{free_port()}",
-            "--spool",
-            str(spool),
-            "--drain-timeout",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    with closed_port() as port:
+        result = subprocess.run(
+            [
+                *RNNEDGE,
+                "run",
+                str(tiny_bundle.bundle_dir),
+                "--source",
+                f"csv:{csv}",
+                "--topic-prefix",
+                "plant",
+                "--mqtt",
+                f"mqtt://127.0.0.1:{port}",
+                "--spool",
+                str(spool),
+                "--drain-timeout",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert result.returncode == 2
     error = result.stderr.strip().splitlines()[-1]
     # 16 forecasts (20 rows - 4 warm-up) and the run's final metrics message

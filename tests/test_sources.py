@@ -15,7 +15,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import Mosquitto, free_port
+from conftest import Mosquitto, closed_port, free_port
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -486,8 +486,10 @@ def test_source_reconnects_and_resubscribes_after_broker_restarts(mosquitto: Mos
 
 
 def test_unreachable_broker_is_one_line_at_start() -> None:
-    port = free_port()
-    with pytest.raises(RnnedgeError, match=rf"cannot reach MQTT broker mqtt://127.0.0.1:{port}: Connection refused"):
+    with (
+        closed_port() as port,
+        pytest.raises(RnnedgeError, match=rf"cannot reach MQTT broker mqtt://127.0.0.1:{port}: Connection refused"),
+    ):
         subscribe(f"mqtt://127.0.0.1:{port}", [("a/b", "")])
 
 
