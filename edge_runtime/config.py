@@ -112,7 +112,7 @@ class RuntimeConfig:
         prefix = self.prefix
         if not prefix or any(c in prefix for c in "+#\0") or prefix.startswith("$"):
             raise RnnedgeError(f"topic prefix {prefix!r} (from device_id or topic_prefix) must be a plain MQTT topic")
-        if self.gap_factor <= 1:
+        if not self.gap_factor > 1:  # also refuses nan
             raise RnnedgeError(f"gap_factor must be above 1, got {self.gap_factor}")
         try:
             DriftLimits.from_json(self.drift_limits)
@@ -170,6 +170,16 @@ _SECTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+_KIND_NAMES = {
+    Path: "a path (string)",
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+}
+
+
 def _typed(where: str, value: Any, kind: Any) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -179,18 +189,32 @@ def _typed(where: str, value: Any, kind: Any) -> Any:
         return value
     if isinstance(value, kind) and kind is float:
         return value
-    raise RnnedgeError(f"{where}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+    raise RnnedgeError(f"{where}: expected {_KIND_NAMES[kind]}, got {value!r}")
 
 
 def _section(path: Path, doc: dict[str, Any], name: str) -> dict[str, Any]:
-    raw = doc.get(name, {})
-    if not isinstance(raw, dict):
-        raise RnnedgeError(f"{path}: [{name}] must be a table")
+    raw = _table(path, doc.get(name, {}), f"[{name}]")
     known = _SECTIONS[name]
     for key in raw:
         if key not in known:
             raise RnnedgeError(f"{path}: unknown key '{key}' in [{name}] (known: {', '.join(known)})")
     return {key: _typed(f"{path}: {name}.{key}", value, known[key]) for key, value in raw.items()}
+
+
+def _table(path: Path, value: Any, where: str) -> dict[str, Any]:
+    """A copy of `value`, which must be a TOML table: a scalar there is a typo the later checks cannot name."""
+    if not isinstance(value, dict):
+        raise RnnedgeError(f"{path}: {where} must be a table, got {value!r}")
+    return dict(value)
+
+
+def _numbers(path: Path, table: dict[str, Any], where: str) -> dict[str, Any]:
+    """`table` unchanged if every value is a number: the anomaly and drift settings are all numeric, and a quoted
+    "0.5" or a boolean would otherwise be converted silently."""
+    for key, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RnnedgeError(f"{path}: {where}.{key}: expected a number, got {value!r}")
+    return table
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -213,9 +237,16 @@ def load_config(path: Path) -> dict[str, Any]:
     if "subscriptions" in source:
         subscriptions = []
         for item in source.pop("subscriptions"):
-            if not isinstance(item, dict) or "topic" not in item or set(item) - {"topic", "stream"}:
-                raise RnnedgeError(f'{path}: each source.subscriptions entry is {{ topic = "...", stream = "..." }}')
-            subscriptions.append(Subscription(str(item["topic"]), str(item.get("stream", ""))))
+            if (
+                not isinstance(item, dict)
+                or "topic" not in item
+                or set(item) - {"topic", "stream"}
+                or not all(isinstance(v, str) for v in item.values())
+            ):
+                raise RnnedgeError(
+                    f'{path}: each source.subscriptions entry is {{ topic = "...", stream = "..." }}, got {item!r}'
+                )
+            subscriptions.append(Subscription(item["topic"], item.get("stream", "")))
         values["subscriptions"] = tuple(subscriptions)
     values.update(source)
     mqtt = _section(path, doc, "mqtt")
@@ -236,14 +267,17 @@ def load_config(path: Path) -> dict[str, Any]:
     if "enabled" in assistant:
         values["home_assistant"] = assistant.pop("enabled")
     values.update(assistant)
-    drift = dict(doc.get("drift", {}))
+    drift = _table(path, doc.get("drift", {}), "[drift]")
     if "window" in drift:
         values["drift_window"] = _typed(f"{path}: drift.window", drift.pop("window"), int)
-    values["drift_limits"] = drift
-    anomaly = dict(doc.get("anomaly", {}))
-    streams = anomaly.pop("streams", {})
-    values["anomaly"] = anomaly
-    values["anomaly_streams"] = streams
+    values["drift_limits"] = _numbers(path, drift, "drift")
+    anomaly = _table(path, doc.get("anomaly", {}), "[anomaly]")
+    streams = _table(path, anomaly.pop("streams", {}), "[anomaly] streams")
+    values["anomaly"] = _numbers(path, anomaly, "anomaly")
+    values["anomaly_streams"] = {
+        name: _numbers(path, _table(path, table, f"[anomaly.streams.{name}]"), f"anomaly.streams.{name}")
+        for name, table in streams.items()
+    }
     for key in ("bundle", "verify_key", "path", "spool_path"):
         if key in values and values[key] is not None and not Path(values[key]).is_absolute():
             values[key] = base / values[key]
