@@ -21,7 +21,7 @@ def _run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from edge_runtime.bundle import load_bundle
-    from edge_runtime.config import build_config, load_config, parse_source
+    from edge_runtime.config import build_config, load_config, parse_sources
     from edge_runtime.mqtt_client import MqttSettings
     from edge_runtime.runner import check_delivered, run
 
@@ -43,13 +43,7 @@ def _run(args: argparse.Namespace) -> int:
         "gap_factor": args.gap_factor,
         "home_assistant": True if args.home_assistant else None,
     }
-    subscriptions = []
-    for spec in args.source or ():
-        parsed = parse_source(spec)
-        subscriptions.extend(parsed.pop("subscriptions", ()))
-        overrides.update(parsed)
-    if subscriptions:
-        overrides["subscriptions"] = tuple(subscriptions)
+    overrides.update(parse_sources(args.source or []))
     if args.mqtt:
         mqtt = file_values.get("mqtt") or MqttSettings(url=args.mqtt)
         overrides["mqtt"] = replace(mqtt, url=args.mqtt)
@@ -95,7 +89,7 @@ def _add_runtime_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--source",
         action="append",
-        help="csv:PATH, stdin, or mqtt:TOPIC_FILTER[=STREAM] (repeat for several subscriptions)",
+        help="csv:PATH, stdin, or mqtt:TOPIC_FILTER[=STREAM] (only mqtt: may be repeated, for several subscriptions)",
     )
     run.add_argument("--pace", type=float, help="csv replay speed: 1 = real time, 10 = ten times faster (default: max)")
     run.add_argument(

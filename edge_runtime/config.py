@@ -128,16 +128,41 @@ class RuntimeConfig:
 
 
 def parse_source(spec: str) -> dict[str, Any]:
-    """`csv:PATH`, `stdin`, or `mqtt:FILTER[=STREAM]` (the last may be repeated by the caller)."""
+    """`csv:PATH`, `stdin`, or `mqtt:FILTER[=STREAM]` (the last may be repeated: see `parse_sources`)."""
     kind, _, rest = spec.partition(":")
-    if kind == "csv" and rest:
+    if kind == "csv":
+        if not rest:
+            raise RnnedgeError(f"source {spec!r}: the csv source needs a file: --source csv:PATH")
         return {"source": "csv", "path": Path(rest)}
-    if kind == "stdin" and not rest:
+    if kind == "stdin":
+        if rest:
+            raise RnnedgeError(f"source {spec!r}: the stdin source takes nothing after it: --source stdin")
         return {"source": "stdin"}
-    if kind == "mqtt" and rest:
+    if kind == "mqtt":
+        if not rest:
+            raise RnnedgeError(f"source {spec!r}: the mqtt source needs a topic filter: --source mqtt:FILTER[=STREAM]")
         topic, _, stream = rest.partition("=")
         return {"source": "mqtt", "subscriptions": (Subscription(topic, stream),)}
     raise RnnedgeError(f"source {spec!r} is not supported (supported: csv:PATH, stdin, mqtt:TOPIC_FILTER[=STREAM])")
+
+
+def parse_sources(specs: list[str]) -> dict[str, Any]:
+    """Several `--source` options: only MQTT subscriptions combine (one client subscribes to them all); any other
+    repeat would leave one source silently unused, so it is refused."""
+    values: dict[str, Any] = {}
+    subscriptions: list[Subscription] = []
+    for spec in specs:
+        parsed = parse_source(spec)
+        if values and not (values["source"] == parsed["source"] == "mqtt"):
+            raise RnnedgeError(
+                f"--source {specs[0]!r} and --source {spec!r} cannot be combined: one run reads one source "
+                "(only mqtt: subscriptions may be repeated)"
+            )
+        subscriptions.extend(parsed.pop("subscriptions", ()))
+        values.update(parsed)
+    if subscriptions:
+        values["subscriptions"] = tuple(subscriptions)
+    return values
 
 
 # --- the TOML file ------------------------------------------------------------------------------------------

@@ -153,6 +153,36 @@ def test_run_rejects_unknown_source_kind(tiny_bundle: TrainedBundle, capsys) -> 
 
 
 @pytest.mark.parametrize(
+    ("sources", "expected"),
+    [
+        (["csv:"], "source 'csv:': the csv source needs a file: --source csv:PATH"),
+        (["mqtt:"], "source 'mqtt:': the mqtt source needs a topic filter: --source mqtt:FILTER[=STREAM]"),
+        (["stdin:x"], "source 'stdin:x': the stdin source takes nothing after it: --source stdin"),
+        (["csv:a.csv", "stdin"], "--source 'csv:a.csv' and --source 'stdin' cannot be combined: one run reads one"),
+        (["mqtt:a/#", "csv:a.csv"], "--source 'mqtt:a/#' and --source 'csv:a.csv' cannot be combined"),
+        (["csv:a.csv", "csv:b.csv"], "--source 'csv:a.csv' and --source 'csv:b.csv' cannot be combined"),
+    ],
+    ids=["csv-without-path", "mqtt-without-filter", "stdin-with-argument", "csv-and-stdin", "mqtt-and-csv", "two-csv"],
+)
+def test_run_refuses_an_incomplete_source_or_sources_that_do_not_combine(
+    tmp_path: Path, capsys, sources: list[str], expected: str
+) -> None:
+    argv = ["run", str(tmp_path / "bundle")]
+    for source in sources:
+        argv += ["--source", source]
+    assert expected in one_line_error(capsys, argv)
+
+
+def test_several_mqtt_subscriptions_still_combine() -> None:
+    from edge_runtime.config import Subscription, parse_sources
+
+    assert parse_sources(["mqtt:a/+={1}", "mqtt:b"]) == {
+        "source": "mqtt",
+        "subscriptions": (Subscription("a/+", "{1}"), Subscription("b", "")),
+    }
+
+
+@pytest.mark.parametrize(
     ("options", "expected"),
     [
         (["--formats", "onnx,coreml"], "unknown format 'coreml' (supported: onnx, tflite, numpy)"),
