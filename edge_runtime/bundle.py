@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ SCHEMA = "rnnedge.bundle"
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SCALER_KINDS = ("zscore", "minmax")
+OPTIONAL_GOLDEN = ("task_levels", "window_levels")  # absent from bundles made before differenced features
 
 
 @dataclass(frozen=True)
@@ -230,8 +232,59 @@ class Bundle:
         return self.path / name
 
     def golden(self) -> dict[str, np.ndarray]:
-        with np.load(self.file(self.manifest.golden.file), allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
+        """The golden vectors, refused in one line when the file is not an npz of the arrays and shapes the
+        manifest implies (a re-hashed or hand-made bundle passes the sha256 check with any content)."""
+        path = self.file(self.manifest.golden.file)
+        if not zipfile.is_zipfile(path):
+            raise BundleError(f"{path}: not a golden-vector file (not an npz archive)")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                golden = {name: data[name] for name in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise BundleError(f"{path}: not a readable golden-vector file ({exc})") from None
+        for name, shape in _golden_shapes(self.manifest).items():
+            if name not in golden:
+                if name in OPTIONAL_GOLDEN:
+                    continue
+                raise BundleError(f"{path}: golden array {name!r} is missing")
+            array = golden[name]
+            if (
+                array.dtype.kind != "f"
+                or array.ndim != len(shape)
+                or any(want is not None and have != want for have, want in zip(array.shape, shape, strict=True))
+            ):
+                expected = "(" + ", ".join("*" if d is None else str(d) for d in shape) + ")"
+                raise BundleError(
+                    f"{path}: golden array {name!r} has shape {array.shape} {array.dtype}, "
+                    f"the manifest implies float {expected}"
+                )
+        return golden
+
+
+def _golden_shapes(manifest: Manifest) -> dict[str, tuple[int | None, ...]]:
+    """Shape of every golden array the parity gate and bench read (None: any length), from the manifest."""
+    features, spec = len(manifest.features), manifest.golden
+    if manifest.task == "classify":
+        width = 1 if len(manifest.classes) == 2 else len(manifest.classes)
+    else:
+        width = manifest.horizon * len(manifest.targets)
+    shapes: dict[str, tuple[int | None, ...]] = {
+        "inputs": (spec.sequences, spec.steps, features),
+        manifest.step_output: (spec.sequences, spec.steps, width),
+        **{s.output: (spec.sequences, spec.steps, s.size) for s in manifest.states},
+        "task_inputs": (1, spec.task_steps, features),
+        "task_forecast": (1, spec.task_steps, width),
+        "task_levels": (1, spec.task_steps, features),
+    }
+    if manifest.task != "classify":
+        shapes["task_future"] = (1, spec.task_steps, manifest.horizon, len(manifest.targets))
+    if any(a.kind == "window" for a in manifest.artifacts):
+        shapes["window_inputs"] = (spec.windows, manifest.window, features)
+        shapes["window_forecast"] = (spec.windows, width)
+        shapes["window_levels"] = (spec.windows, features)
+        if manifest.task != "classify":
+            shapes["window_future"] = (spec.windows, manifest.horizon, len(manifest.targets))
+    return shapes
 
 
 def sha256_file(path: Path) -> str:
