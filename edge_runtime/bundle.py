@@ -287,6 +287,19 @@ def _golden_shapes(manifest: Manifest) -> dict[str, tuple[int | None, ...]]:
     return shapes
 
 
+def check_input_widths(model: Path, manifest: Manifest, widths: dict[str, int | None]) -> None:
+    """Refuse a manifest whose sample width or state sizes differ from what the model really takes (None: not
+    fixed by the model), at load: otherwise the first step fails deep inside the runtime."""
+    declared = {manifest.step_input: len(manifest.features), **{s.input: s.size for s in manifest.states}}
+    for name, size in declared.items():
+        actual = widths.get(name)
+        if actual is not None and actual != size:
+            what = "input" if name == manifest.step_input else "state"
+            raise BundleError(
+                f"{model}: {what} {name!r} is (batch, {actual}) in the model but (batch, {size}) in the manifest"
+            )
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.bundle import BundleError, Manifest
+from edge_runtime.bundle import BundleError, Manifest, check_input_widths
 
 
 def litert_available() -> bool:
@@ -37,6 +37,8 @@ class LiteRtStepBackend:
                 f"{model_path}: model signature {signature} does not match the manifest "
                 f"{sorted(wanted_in)} -> {sorted(wanted_out)}"
             )
+        last = {name: int(d["shape_signature"][-1]) for name, d in self.runner.get_input_details().items()}
+        check_input_widths(model_path, manifest, {name: size if size >= 0 else None for name, size in last.items()})
         self.input_name = manifest.step_input
         self.state_inputs = [s.input for s in manifest.states]
         self.state_sizes = [s.size for s in manifest.states]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.bundle import BundleError, Manifest
+from edge_runtime.bundle import BundleError, Manifest, check_input_widths
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -66,15 +66,27 @@ class NumpyStepBackend:
         except (OSError, ValueError) as exc:
             raise BundleError(f"{weights_path}: cannot read the weights ({exc})") from None
         self.cell = manifest.cell
-        self.layers = [
-            {part: weights[f"rnn_{i}/{part}"] for part in ("kernel", "recurrent_kernel", "bias")}
-            for i in range(len(manifest.layers))
-        ]
-        self.head_kernel = weights["head/kernel"]
-        self.head_bias = weights["head/bias"]
+        try:
+            self.layers = [
+                {part: weights[f"rnn_{i}/{part}"] for part in ("kernel", "recurrent_kernel", "bias")}
+                for i in range(len(manifest.layers))
+            ]
+            self.head_kernel = weights["head/kernel"]
+            self.head_bias = weights["head/bias"]
+        except KeyError as exc:
+            raise BundleError(f"{weights_path}: no weights {exc} for the manifest's model") from None
         self.state_sizes = [s.size for s in manifest.states]
         self.output_names = [manifest.step_output] + [s.output for s in manifest.states]
         self.per_layer = 2 if manifest.cell == "lstm" else 1
+        if len(manifest.states) != self.per_layer * len(self.layers):
+            raise BundleError(
+                f"{weights_path}: the manifest lists {len(manifest.states)} states, a {len(self.layers)}-layer "
+                f"{manifest.cell} has {self.per_layer * len(self.layers)}"
+            )
+        widths = {manifest.step_input: self.layers[0]["kernel"].shape[0]} if self.layers else {}
+        for index, state in enumerate(manifest.states):
+            widths[state.input] = self.layers[index // self.per_layer]["recurrent_kernel"].shape[0]
+        check_input_widths(weights_path, manifest, widths)
         if manifest.head_activation not in HEAD_ACTIVATIONS:
             raise BundleError(
                 f"the numpy reference has no head activation {manifest.head_activation!r} "

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edge_runtime.bundle import BundleError, Manifest
+from edge_runtime.bundle import BundleError, Manifest, check_input_widths
 
 
 class OnnxStepBackend:
@@ -35,6 +35,9 @@ class OnnxStepBackend:
                 f"{model_path}: model inputs/outputs {sorted(inputs)} -> {sorted(outputs)} do not match the "
                 f"manifest {sorted(wanted_in)} -> {sorted(wanted_out)}"
             )
+        check_input_widths(
+            model_path, manifest, {i.name: _fixed(i.shape[-1]) if i.shape else None for i in self.session.get_inputs()}
+        )
         self.input_name = manifest.step_input
         self.state_inputs = [s.input for s in manifest.states]
         self.state_sizes = [s.size for s in manifest.states]
@@ -49,3 +52,8 @@ class OnnxStepBackend:
         feeds.update(zip(self.state_inputs, states, strict=True))
         forecast, *new_states = self.session.run(self.output_names, feeds)
         return forecast, new_states
+
+
+def _fixed(dimension: int | str | None) -> int | None:
+    """A dimension ONNX fixes to a number, else None (a symbolic or unknown size)."""
+    return dimension if isinstance(dimension, int) else None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TrainedBundle, copy_bundle
+from conftest import TrainedBundle, copy_bundle, write_rows
 
 from edge_runtime.cli import main
 
@@ -52,3 +52,46 @@ def test_parity_refuses_rehashed_garbage_golden_vectors(
             np.savez(handle, **content)
     rehash(bundle)
     assert expected in one_line_error(capsys, ["parity", str(bundle)])
+
+
+def edit_manifest(bundle: Path, edit) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    edit(manifest)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("backend", "model"), [("onnxruntime", "step.onnx"), ("litert", "step.tflite"), ("numpy", "step.weights.npz")]
+)
+def test_a_state_size_the_model_does_not_have_is_refused_at_load(
+    tiny_bundle: TrainedBundle, tmp_path: Path, capsys, backend: str, model: str
+) -> None:
+    bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
+    edit_manifest(bundle, lambda m: m["step_model"]["states"][1].update(size=9))
+    rows = write_rows(tmp_path / "rows.csv", 1200, 30)
+    line = one_line_error(capsys, ["run", str(bundle), "--source", f"csv:{rows}", "--backend", backend])
+    assert f"{model}: state 'state_in_0_c' is (batch, 8) in the model but (batch, 9) in the manifest" in line
+
+
+def test_a_sample_width_the_model_does_not_take_is_refused_at_load(
+    tiny_bundle: TrainedBundle, tmp_path: Path, capsys
+) -> None:
+    bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
+
+    def two_features(manifest: dict) -> None:
+        manifest["data"]["features"].append("value_copy")
+        manifest["data"]["scaler"]["columns"]["value_copy"] = manifest["data"]["scaler"]["columns"]["value"]
+        manifest["drift"] = None
+
+    edit_manifest(bundle, two_features)
+    rows = write_rows(tmp_path / "rows.csv", 1200, 30)
+    line = one_line_error(capsys, ["run", str(bundle), "--source", f"csv:{rows}"])
+    assert "step.onnx: input 'x' is (batch, 1) in the model but (batch, 2) in the manifest" in line
+
+
+def test_a_state_the_numpy_cells_do_not_have_is_refused(tiny_bundle: TrainedBundle, tmp_path: Path, capsys) -> None:
+    bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
+    edit_manifest(bundle, lambda m: m["step_model"]["states"].pop())
+    rows = write_rows(tmp_path / "rows.csv", 1200, 30)
+    line = one_line_error(capsys, ["run", str(bundle), "--source", f"csv:{rows}", "--backend", "numpy"])
+    assert "step.weights.npz: the manifest lists 1 states, a 1-layer lstm has 2" in line
