@@ -99,6 +99,8 @@ class RuntimeConfig:
             raise RnnedgeError(f"source {self.source!r} is not supported (supported: {', '.join(SOURCES)})")
         if self.source == "csv" and self.path is None:
             raise RnnedgeError("the csv source needs a file: --source csv:PATH")
+        if self.mqtt is not None:
+            self.mqtt.check()
         if self.source == "mqtt" and (not self.subscriptions or self.mqtt is None):
             raise RnnedgeError("the mqtt source needs a broker (--mqtt URL) and at least one subscription")
         for name in ("max_streams", "max_payload_bytes", "max_batch", "spool_max_bytes"):

@@ -35,9 +35,13 @@ class BrokerAddress:
                 f"broker URL {_redacted(url)!r} is not of the form mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
             )
         try:
-            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-        except ValueError:
-            raise RnnedgeError(f"broker URL {_redacted(url)!r} has an invalid port") from None
+            port = parts.port
+        except ValueError:  # not a number, or beyond 65535
+            port = -1
+        if port is None:
+            port = 8883 if parts.scheme == "mqtts" else 1883
+        if not 1 <= port <= 65535:  # port 0 would otherwise fall back to the default port without a word
+            raise RnnedgeError(f"broker URL {_redacted(url)!r} has an invalid port (expected 1-65535)")
         return cls(
             parts.hostname,
             port,
@@ -81,10 +85,18 @@ class MqttSettings:
     def address(self) -> BrokerAddress:
         return BrokerAddress.parse(self.url)
 
-    def client(self, client_id: str) -> mqtt.Client:
-        """A paho client with credentials and TLS set, not yet connected."""
+    def check(self) -> MqttSettings:
+        """Refuse a bad URL, protocol or keepalive at start, before a bundle is loaded or a model trained."""
+        _ = self.address
         if self.protocol not in PROTOCOLS:
             raise RnnedgeError(f"MQTT protocol {self.protocol!r} is not supported (supported: 3.1.1, 5)")
+        if self.keepalive < 0:
+            raise RnnedgeError(f"MQTT keepalive must be >= 0 seconds, got {self.keepalive}")
+        return self
+
+    def client(self, client_id: str) -> mqtt.Client:
+        """A paho client with credentials and TLS set, not yet connected."""
+        self.check()
         address = self.address
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=PROTOCOLS[self.protocol])
         username = self.username or address.username

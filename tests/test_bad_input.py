@@ -239,10 +239,21 @@ def test_a_failed_export_leaves_the_earlier_bundle_whole(tiny_bundle: TrainedBun
         (["run", "BUNDLE", "--source", "csv:ROWS", "--mqtt", "mqtt://u:secret@[::1"], "is not of the form"),
         (["run", "BUNDLE", "--source", "csv:ROWS", "--topic-prefix", "plant/+/x", "--mqtt", "mqtt://h"], "plain MQTT"),
         (["run", "BUNDLE", "--source", "csv:ROWS", "--metrics-interval", "-1"], "metrics_interval must be"),
+        (["run", "BUNDLE", "--source", "csv:ROWS", "--mqtt", "mqtt://u:secret@h:0"], "invalid port (expected 1-65535)"),
+        (["run", "BUNDLE", "--source", "csv:ROWS", "--mqtt", "mqtts://h:65536"], "invalid port (expected 1-65535)"),
         (["deploy", "BUNDLE", "--to", "mqtt://127.0.0.1:1/plant/#"], "no wildcards, ? or #"),
         (["deploy", "BUNDLE", "--to", "ssh://[::1/x"], "expected ssh://"),
     ],
-    ids=["unwritable-key", "ipv6-url", "wildcard-prefix", "negative-interval", "hash-in-deploy-prefix", "ssh-ipv6"],
+    ids=[
+        "unwritable-key",
+        "ipv6-url",
+        "wildcard-prefix",
+        "negative-interval",
+        "port-0",
+        "port-too-large",
+        "hash-in-deploy-prefix",
+        "ssh-ipv6",
+    ],
 )
 def test_mistakes_in_paths_urls_and_settings_are_one_line(
     tiny_bundle: TrainedBundle, tmp_path: Path, capsys, argv: list[str], expected: str
@@ -254,6 +265,15 @@ def test_mistakes_in_paths_urls_and_settings_are_one_line(
     line = one_line_error(capsys, argv)
     assert expected in line
     assert "secret" not in line
+
+
+@pytest.mark.parametrize(
+    ("url", "port"), [("mqtt://h", 1883), ("mqtts://h", 8883), ("mqtt://h:1", 1), ("mqtt://h:65535", 65535)]
+)
+def test_a_broker_url_without_a_port_takes_the_default_and_ports_1_to_65535_are_kept(url: str, port: int) -> None:
+    from edge_runtime.mqtt_client import BrokerAddress
+
+    assert BrokerAddress.parse(url).port == port
 
 
 def test_a_bundle_whose_scaler_divides_by_zero_is_refused(tiny_bundle: TrainedBundle, tmp_path: Path, capsys) -> None:

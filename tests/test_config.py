@@ -60,3 +60,21 @@ def test_numeric_anomaly_and_drift_tables_still_load(tmp_path: Path) -> None:
         "*": {"threshold": 0.5, "rearm_below": 0.3},
     }
     assert (settings.drift_window, settings.drift_limits) == (500, {"psi": 0.25})
+
+
+@pytest.mark.parametrize(
+    ("mqtt", "expected"),
+    [
+        ('url = "mqtt://h:0"', "broker URL 'mqtt://h:0' has an invalid port (expected 1-65535)"),
+        ('url = "mqtt://h"\nkeepalive = -1', "MQTT keepalive must be >= 0 seconds, got -1"),
+        ('url = "mqtt://h"\nprotocol = "4"', "MQTT protocol '4' is not supported (supported: 3.1.1, 5)"),
+    ],
+    ids=["port-0", "negative-keepalive", "protocol"],
+)
+def test_broker_settings_are_checked_before_the_bundle_is_loaded(
+    tmp_path: Path, capsys, mqtt: str, expected: str
+) -> None:
+    config = tmp_path / "device.toml"
+    config.write_text(f'bundle = "missing"\n[source]\nkind = "stdin"\n[mqtt]\n{mqtt}\n')
+    assert main(["run", "--config", str(config)]) == 2
+    assert capsys.readouterr().err == f"rnnedge: error: {expected}\n"
