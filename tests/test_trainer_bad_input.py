@@ -162,3 +162,23 @@ def test_label_with_a_single_class_is_refused(tmp_path: Path, capsys) -> None:
     csv.write_text("timestamp,temp,state\n" + "".join(f"2024-01-01 00:{i:02d}:00,{i},ok\n" for i in range(60)))
     line = one_line_error(capsys, train_args(csv, tmp_path / "run", "--task", "classify", "--label", "state"))
     assert "label column 'state' holds 1 class(es): classification needs two or more" in line
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--mqtt", "http://x"], "broker URL 'http://x' is not of the form mqtt://HOST[:PORT]"),
+        (["--mqtt", "mqtt://127.0.0.1:0"], "broker URL 'mqtt://127.0.0.1:0' has an invalid port (expected 1-65535)"),
+        (["--mqtt", "mqtt://127.0.0.1:CLOSED"], "cannot reach the broker mqtt://127.0.0.1:CLOSED: Connection refused"),
+        (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+    ],
+    ids=["scheme", "port-0", "unreachable", "epochs"],
+)
+def test_demo_checks_its_arguments_before_training(extra: list[str], expected: str, tmp_path: Path, capsys) -> None:
+    from conftest import closed_port
+
+    with closed_port() as port:
+        extra = [a.replace("CLOSED", str(port)) for a in extra]
+        line = one_line_error(capsys, ["demo", "--out", str(tmp_path / "demo"), "--epochs", "1", *extra])
+    assert expected.replace("CLOSED", str(port)) in line
+    assert not (tmp_path / "demo").exists()  # nothing trained, nothing written

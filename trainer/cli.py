@@ -108,8 +108,28 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_demo(args: argparse.Namespace) -> None:
+    """Every argument, and that the given broker answers, before a minute of training is spent."""
+    import socket
+
+    from edge_runtime.mqtt_client import MqttSettings
+
+    if args.epochs < 1:
+        raise InputError(f"--epochs must be at least 1, got {args.epochs}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a directory")
+    if args.mqtt:
+        address = MqttSettings(args.mqtt).check().address
+        try:
+            socket.create_connection((address.host, address.port), timeout=10).close()
+        except OSError as exc:
+            raise InputError(f"cannot reach the broker {address}: {exc.strerror or exc}") from None
+
+
 def _demo(args: argparse.Namespace) -> int:
     require_extra("demo", "train", TRAIN_MODULES + ("matplotlib", "amqtt"))
+    _check_demo(args)
     from trainer.demo import run_demo
 
     run_demo(Path(args.out), args.mqtt, args.epochs)
