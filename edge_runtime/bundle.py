@@ -12,6 +12,7 @@ import json
 import math
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -167,7 +168,9 @@ class Manifest:
         }
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> Manifest:
+    def from_json(cls, doc: Any) -> Manifest:
+        """Every wrong type or missing field is refused naming its path (e.g. `data.scaler.columns.value.std`)."""
+        doc = _object(doc, "the top level")
         if doc.get("schema") != SCHEMA:
             raise BundleError(f"not an rnnedge bundle manifest (schema {doc.get('schema')!r})")
         if doc.get("schema_version") != SCHEMA_VERSION:
@@ -175,43 +178,68 @@ class Manifest:
                 f"manifest schema_version {doc.get('schema_version')!r} is not supported "
                 f"(this runtime reads version {SCHEMA_VERSION})"
             )
-        model, data, step = doc["model"], doc["data"], doc["step_model"]
-        if data["scaler"]["kind"] not in SCALER_KINDS:
-            raise BundleError(
-                f"scaler kind {data['scaler']['kind']!r} is not supported (supported: {', '.join(SCALER_KINDS)})"
-            )
-        for name, column in data["scaler"]["columns"].items():
-            std = float(column["std"])
-            if not (math.isfinite(std) and std > 0 and math.isfinite(float(column["mean"]))):
+        model = _object(_field(doc, "model", ""), "model")
+        data = _object(_field(doc, "data", ""), "data")
+        step = _object(_field(doc, "step_model", ""), "step_model")
+        scaler = _object(_field(data, "scaler", "data"), "data.scaler")
+        scaler_kind = _str(_field(scaler, "kind", "data.scaler"), "data.scaler.kind")
+        if scaler_kind not in SCALER_KINDS:
+            raise BundleError(f"scaler kind {scaler_kind!r} is not supported (supported: {', '.join(SCALER_KINDS)})")
+        columns = {}
+        for name, column in _object(_field(scaler, "columns", "data.scaler"), "data.scaler.columns").items():
+            where = f"data.scaler.columns.{name}"
+            column = _object(column, where)
+            mean = _number(_field(column, "mean", where), f"{where}.mean")
+            std = _number(_field(column, "std", where), f"{where}.std")
+            if not (math.isfinite(std) and std > 0 and math.isfinite(mean)):
                 raise BundleError(f"scaler of {name!r}: mean and std must be finite and std above 0 (std {std})")
+            columns[name] = ColumnScale(mean, std)
+        states = tuple(
+            StateSpec(**_record(item, f"step_model.states[{i}]", {"input": _str, "output": _str, "size": _positive}))
+            for i, item in enumerate(_list(_field(step, "states", "step_model"), "step_model.states"))
+        )
+        time_column = _field(data, "time_column", "data")
         return cls(
-            task=str(model.get("task", "forecast")),
-            classes=tuple(str(c) for c in model.get("classes", [])),
-            head_activation=str(model.get("head_activation", "linear")),
-            cell=str(model["cell"]),
-            layers=tuple(int(u) for u in model["layers"]),
-            window=int(model["window"]),
-            horizon=int(model["horizon"]),
-            warmup_steps=int(model["warmup_steps"]),
-            features=tuple(str(c) for c in data["features"]),
-            targets=tuple(str(c) for c in data["targets"]),
-            time_column=data["time_column"],
-            relative_to_last=bool(data["relative_to_last"]),
-            scaler_kind=str(data["scaler"]["kind"]),
-            differenced=tuple(str(c) for c in data.get("differenced", [])),
-            scaler={
-                name: ColumnScale(float(s["mean"]), float(s["std"])) for name, s in data["scaler"]["columns"].items()
+            task=_str(model.get("task", "forecast"), "model.task"),
+            classes=_strings(model.get("classes", []), "model.classes"),
+            head_activation=_str(model.get("head_activation", "linear"), "model.head_activation"),
+            cell=_str(_field(model, "cell", "model"), "model.cell"),
+            layers=tuple(
+                _positive(u, f"model.layers[{i}]")
+                for i, u in enumerate(_list(_field(model, "layers", "model"), "model.layers"))
+            ),
+            window=_positive(_field(model, "window", "model"), "model.window"),
+            horizon=_positive(_field(model, "horizon", "model"), "model.horizon"),
+            warmup_steps=_count(_field(model, "warmup_steps", "model"), "model.warmup_steps"),
+            features=_strings(_field(data, "features", "data"), "data.features"),
+            targets=_strings(_field(data, "targets", "data"), "data.targets"),
+            time_column=None if time_column is None else _str(time_column, "data.time_column"),
+            relative_to_last=_bool(_field(data, "relative_to_last", "data"), "data.relative_to_last"),
+            scaler_kind=scaler_kind,
+            differenced=_strings(data.get("differenced", []), "data.differenced"),
+            scaler=columns,
+            step_input=_str(_field(step, "input", "step_model"), "step_model.input"),
+            step_output=_str(_field(step, "output", "step_model"), "step_model.output"),
+            states=states,
+            artifacts=tuple(
+                Artifact(**_record(item, f"artifacts[{i}]", _ARTIFACT_FIELDS, {"quantization": _str}))
+                for i, item in enumerate(_list(_field(doc, "artifacts", ""), "artifacts"))
+            ),
+            unsupported=tuple(
+                Unsupported(**_record(item, f"unsupported[{i}]", _UNSUPPORTED_FIELDS))
+                for i, item in enumerate(_list(doc.get("unsupported", []), "unsupported"))
+            ),
+            golden=GoldenSpec(**_record(_field(doc, "golden", ""), "golden", _GOLDEN_FIELDS, {"windows": _count})),
+            anomaly={
+                name: _nested(AnomalyParams.from_json, _object(params, f"anomaly.{name}"), f"anomaly.{name}")
+                for name, params in _object(doc.get("anomaly", {}), "anomaly").items()
             },
-            step_input=str(step["input"]),
-            step_output=str(step["output"]),
-            states=tuple(StateSpec(str(s["input"]), str(s["output"]), int(s["size"])) for s in step["states"]),
-            artifacts=tuple(Artifact(**a) for a in doc["artifacts"]),
-            unsupported=tuple(Unsupported(**u) for u in doc.get("unsupported", [])),
-            golden=GoldenSpec(**doc["golden"]),
-            anomaly={name: AnomalyParams.from_json(p) for name, p in doc.get("anomaly", {}).items()},
-            drift=DriftReference.from_json(doc["drift"]) if doc.get("drift") is not None else None,
-            provenance=dict(doc["provenance"]),
-            files={name: FileEntry(**entry) for name, entry in doc["files"].items()},
+            drift=_nested(DriftReference.from_json, doc["drift"], "") if doc.get("drift") is not None else None,
+            provenance=_object(_field(doc, "provenance", ""), "provenance"),
+            files={
+                name: FileEntry(**_record(entry, f"files.{name}", {"sha256": _str, "bytes": _count}))
+                for name, entry in _object(_field(doc, "files", ""), "files").items()
+            },
         )
 
     def artifact(self, format: str, precision: str = "float32", kind: str = "step") -> Artifact:
@@ -220,6 +248,102 @@ class Manifest:
                 return artifact
         have = ", ".join(f"{a.kind} {a.format}/{a.precision}" for a in self.artifacts) or "none"
         raise BundleError(f"the bundle has no {kind} model in {format}/{precision} (it has: {have})")
+
+
+def _shown(value: Any) -> str:
+    """A wrong value as the error quotes it: short, on one line."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _field(parent: dict[str, Any], key: str, where: str) -> Any:
+    if key not in parent:
+        raise BundleError(f"missing field {(f'{where}.{key}' if where else key)!r}")
+    return parent[key]
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BundleError(f"{where} must be an object, not {type(value).__name__}")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise BundleError(f"{where} must be a list, not {type(value).__name__}")
+    return value
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise BundleError(f"{where} must be a string, not {_shown(value)}")
+    return value
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise BundleError(f"{where} must be a list of strings, not {_shown(value)}")
+    return tuple(value)
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise BundleError(f"{where} must be true or false, not {_shown(value)}")
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BundleError(f"{where} must be a number, not {_shown(value)}")
+    return float(value)
+
+
+def _whole(value: Any, where: str, minimum: int) -> int:
+    """A whole number (JSON has no integer type: 3.0 is 3) of at least `minimum`."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not float(value).is_integer()
+        or value < minimum
+    ):
+        raise BundleError(f"{where} must be a whole number of at least {minimum}, not {_shown(value)}")
+    return int(value)
+
+
+def _count(value: Any, where: str) -> int:
+    return _whole(value, where, 0)
+
+
+def _positive(value: Any, where: str) -> int:
+    return _whole(value, where, 1)
+
+
+Reader = Callable[[Any, str], Any]  # one of the readers above: (value, where) -> the typed value
+
+_ARTIFACT_FIELDS: dict[str, Reader] = {"file": _str, "kind": _str, "format": _str, "precision": _str}
+_UNSUPPORTED_FIELDS: dict[str, Reader] = {"kind": _str, "format": _str, "precision": _str, "reason": _str}
+_GOLDEN_FIELDS: dict[str, Reader] = {"file": _str, "sequences": _positive, "steps": _positive, "task_steps": _count}
+
+
+def _record(
+    value: Any, where: str, required: dict[str, Reader], optional: dict[str, Reader] | None = None
+) -> dict[str, Any]:
+    """The fields of one manifest object, each read by its reader; unknown fields are refused."""
+    value, optional = _object(value, where), optional or {}
+    for key in value:
+        if key not in required and key not in optional:
+            raise BundleError(f"{where}: unknown field {key!r} (known: {', '.join([*required, *optional])})")
+    fields = {key: read(_field(value, key, where), f"{where}.{key}") for key, read in required.items()}
+    fields.update({key: read(value[key], f"{where}.{key}") for key, read in optional.items() if key in value})
+    return fields
+
+
+def _nested(read: Callable[[Any], Any], value: Any, where: str) -> Any:
+    """Read a part whose own reader raises InputError; name where in the manifest it is (drift names itself)."""
+    try:
+        return read(value)
+    except (InputError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise BundleError(f"{where}: {exc}" if where else str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -326,10 +450,10 @@ def load_bundle(directory: str | os.PathLike[str], trusted_key: Path | None = No
         manifest = Manifest.from_json(json.loads(raw))
     except json.JSONDecodeError as exc:
         raise BundleError(f"{manifest_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except KeyError as exc:
-        raise BundleError(f"{manifest_path}: missing field {exc}") from None
-    except (TypeError, ValueError, AttributeError, InputError) as exc:
-        raise BundleError(f"{manifest_path}: invalid field ({exc})") from None
+    except UnicodeDecodeError:
+        raise BundleError(f"{manifest_path}: not UTF-8 text") from None
+    except BundleError as exc:
+        raise BundleError(f"{manifest_path}: {exc}") from None
     if manifest.drift and (manifest.drift.feature_names, manifest.drift.target_names) != (
         manifest.features,
         manifest.targets,

@@ -95,3 +95,45 @@ def test_a_state_the_numpy_cells_do_not_have_is_refused(tiny_bundle: TrainedBund
     rows = write_rows(tmp_path / "rows.csv", 1200, 30)
     line = one_line_error(capsys, ["run", str(bundle), "--source", f"csv:{rows}", "--backend", "numpy"])
     assert "step.weights.npz: the manifest lists 1 states, a 1-layer lstm has 2" in line
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            lambda m: m["data"]["scaler"]["columns"]["value"].update(std="8.4"),
+            'data.scaler.columns.value.std must be a number, not "8.4"',
+        ),
+        (lambda m: m["model"].update(layers="8"), "model.layers must be a list, not str"),
+        (lambda m: m["model"].update(window="16"), 'model.window must be a whole number of at least 1, not "16"'),
+        (lambda m: m["data"].update(features="value"), 'data.features must be a list of strings, not "value"'),
+        (lambda m: m.update(artifacts={"step.onnx": {}}), "artifacts must be a list, not dict"),
+        (lambda m: m["artifacts"].__setitem__(0, ["step.onnx"]), "artifacts[0] must be an object, not list"),
+        (lambda m: m.update(golden=["golden.npz"]), "golden must be an object, not list"),
+        (lambda m: m["step_model"]["states"][0].update(size="8"), "step_model.states[0].size must be a whole number"),
+        (lambda m: m["files"]["golden.npz"].update(bytes=[1]), "files.golden.npz.bytes must be a whole number"),
+        (lambda m: m["anomaly"].update(value=[]), "anomaly.value must be an object, not list"),
+        (lambda m: m["data"].update(relative_to_last="yes"), 'data.relative_to_last must be true or false, not "yes"'),
+        (lambda m: m["model"].pop("cell"), "missing field 'model.cell'"),
+    ],
+    ids=[
+        "std-string",
+        "layers-string",
+        "window-string",
+        "features-string",
+        "artifacts-object",
+        "artifact-list",
+        "golden-list",
+        "state-size-string",
+        "file-bytes-list",
+        "anomaly-list",
+        "flag-string",
+        "missing-nested",
+    ],
+)
+def test_manifest_type_errors_name_the_field(
+    tiny_bundle: TrainedBundle, tmp_path: Path, capsys, edit, expected: str
+) -> None:
+    bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
+    edit_manifest(bundle, edit)
+    assert f"manifest.json: {expected}" in one_line_error(capsys, ["parity", str(bundle)])
