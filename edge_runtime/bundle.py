@@ -199,6 +199,8 @@ class Manifest:
             for i, item in enumerate(_list(_field(step, "states", "step_model"), "step_model.states"))
         )
         time_column = _field(data, "time_column", "data")
+        if not _list(_field(doc, "artifacts", ""), "artifacts"):
+            raise BundleError("artifacts is empty: the bundle has no model to run or verify")
         return cls(
             task=_str(model.get("task", "forecast"), "model.task"),
             classes=_strings(model.get("classes", []), "model.classes"),

@@ -137,3 +137,14 @@ def test_manifest_type_errors_name_the_field(
     bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
     edit_manifest(bundle, edit)
     assert f"manifest.json: {expected}" in one_line_error(capsys, ["parity", str(bundle)])
+
+
+@pytest.mark.parametrize("command", ["parity", "activate"])
+def test_a_bundle_without_artifacts_is_refused(tiny_bundle: TrainedBundle, tmp_path: Path, capsys, command) -> None:
+    bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
+    edit_manifest(bundle, lambda m: m.update(artifacts=[]))
+    store = tmp_path / "store"
+    argv = ["parity", str(bundle)] if command == "parity" else ["device", "activate", str(bundle), "--root", str(store)]
+    line = one_line_error(capsys, argv)
+    assert "manifest.json: artifacts is empty: the bundle has no model to run or verify" in line
+    assert not (store / "current").exists()
