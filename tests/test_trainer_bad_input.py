@@ -182,3 +182,39 @@ def test_demo_checks_its_arguments_before_training(extra: list[str], expected: s
         line = one_line_error(capsys, ["demo", "--out", str(tmp_path / "demo"), "--epochs", "1", *extra])
     assert expected.replace("CLOSED", str(port)) in line
     assert not (tmp_path / "demo").exists()  # nothing trained, nothing written
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["train", "missing.csv", "--target", "x", "--out", "d"], "missing.csv: no such file"),
+        (["train", "data.csv", "--target", "nope", "--out", "d"], "data.csv: no column 'nope' (columns: t, value)"),
+        (["train", "data.csv", "--target", "value", "--out", "data.csv"], "--out data.csv exists and is not a dir"),
+        (["sweep", "missing.csv", "--target", "x", "--out", "d"], "missing.csv: no such file"),
+        (["sweep", "data.csv", "--target", "value", "--cells", "lstm", "foo", "--out", "d"], "unknown cell 'foo'"),
+    ],
+    ids=["train-missing-csv", "train-missing-column", "train-out-is-a-file", "sweep-missing-csv", "sweep-bad-cell"],
+)
+def test_a_user_error_is_the_only_line_on_stderr(argv: list[str], expected: str, tmp_path: Path) -> None:
+    """In a fresh process: the mistake is found before TensorFlow is imported, so none of its notices precede it."""
+    import subprocess
+
+    from conftest import RNNEDGE
+
+    (tmp_path / "data.csv").write_text("t,value\n" + "".join(f"2024-01-01 00:{i:02d}:00,{i}\n" for i in range(60)))
+    result = subprocess.run([*RNNEDGE, *argv], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("rnnedge: error: ") and expected in lines[0]
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_tensorflow_log_level_the_user_set_is_kept() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}
+    code = "import os, trainer; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout == "0\n"

@@ -10,7 +10,8 @@ from trainer_fixtures import write_sensor_csv
 
 from edge_runtime.cli import main
 from edge_runtime.errors import InputError
-from trainer.sweep import Budget, Candidate, Entry, parse_layers, select
+from trainer.options import parse_layers
+from trainer.sweep import Budget, Candidate, Entry, select
 
 
 def test_sweep_writes_leaderboard_and_links_the_chosen_run(tmp_path: Path, capsys) -> None:

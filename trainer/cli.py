@@ -86,20 +86,23 @@ def _train(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     require_extra("sweep", "train", TRAIN_MODULES)
+    import itertools
     from dataclasses import replace
 
-    from trainer.sweep import Budget, parse_layers, sweep
+    from trainer.options import check_options, parse_layers
+    from trainer.prepare import prepare
 
     base = replace(_options(args, (1,), args.windows[0]), quiet=True)
+    layer_options = tuple(parse_layers(u) for u in args.units)
+    for cell, layers, window in itertools.product(args.cells, layer_options, args.windows):
+        check_options(replace(base, cell=cell, layers=layers, window=window))
+    # The file and its columns are the same for every candidate: a mistake there is one line, before TensorFlow
+    # is imported and before a run directory is made; the shortest window needs the fewest rows.
+    prepare(replace(base, window=min(args.windows)))
+    from trainer.sweep import Budget, sweep
+
     budget = Budget(args.tolerance, args.max_latency_us, args.max_bytes, args.max_params)
-    chosen = sweep(
-        base,
-        tuple(args.cells),
-        tuple(parse_layers(u) for u in args.units),
-        tuple(args.windows),
-        Path(args.out),
-        budget,
-    )
+    chosen = sweep(base, tuple(args.cells), layer_options, tuple(args.windows), Path(args.out), budget)
     out = Path(args.out)
     print(
         f"chosen {chosen.candidate.name}: {chosen.run_dir} (bundle {chosen.bundle_dir}); "

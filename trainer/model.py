@@ -5,7 +5,6 @@ from __future__ import annotations
 import keras
 
 CELLS = {"simplernn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
-MAX_LAYERS = 3
 HEAD_NAME = "head"
 
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from edge_runtime.errors import InputError
 from trainer.dataset import SCALER_KINDS
-from trainer.model import CELLS, MAX_LAYERS
 
 TASKS = ("forecast", "classify")
+CELLS = ("simplernn", "lstm", "gru")  # names only: the options are checked before Keras is imported
+MAX_LAYERS = 3
 
 
 @dataclass(frozen=True)
@@ -74,3 +75,15 @@ def check_options(options: TrainOptions) -> None:
         problems.append("forecasting needs --target COLUMN[,COLUMN...]")
     if problems:
         raise InputError("; ".join(problems))
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    """'32' -> (32,); '32-16' (or '32x16' / '32,16') -> two stacked layers."""
+    parts = [p for p in text.replace("x", "-").replace(",", "-").split("-") if p]
+    try:
+        layers = tuple(int(p) for p in parts)
+    except ValueError:
+        raise InputError(f"units {text!r} is not a layer size like 32 or stacked sizes like 32-16") from None
+    if not layers or min(layers) < 1:
+        raise InputError(f"units {text!r} is not a layer size like 32 or stacked sizes like 32-16")
+    return layers

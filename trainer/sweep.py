@@ -273,15 +273,3 @@ def sweep(
     _link(out / "best", chosen.run_dir)
     _link(out / "best-bundle", chosen.bundle_dir)
     return chosen
-
-
-def parse_layers(text: str) -> tuple[int, ...]:
-    """'32' -> (32,); '32-16' (or '32x16' / '32,16') -> two stacked layers."""
-    parts = [p for p in text.replace("x", "-").replace(",", "-").split("-") if p]
-    try:
-        layers = tuple(int(p) for p in parts)
-    except ValueError:
-        raise InputError(f"units {text!r} is not a layer size like 32 or stacked sizes like 32-16") from None
-    if not layers or min(layers) < 1:
-        raise InputError(f"units {text!r} is not a layer size like 32 or stacked sizes like 32-16")
-    return layers

@@ -5,16 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import keras
-
-from trainer.evaluate import evaluate_splits
-from trainer.fit import fit
-from trainer.model import build_sequence_model, training_model
+from edge_runtime.errors import InputError
 from trainer.options import TrainOptions, check_options
 from trainer.prepare import data_summary, first_row, prepare, splits_doc, training_windows
-from trainer.report import write_report
 from trainer.run_dir import METRICS_FILE, MODEL_FILE, RunConfig, save_splits
-from trainer.streamable import check_streamable
 
 __all__ = ["TrainOptions", "train"]
 
@@ -31,6 +25,8 @@ def _head(classes: int, forecast_values: int) -> tuple[int, str, str]:
 def train(options: TrainOptions, run_dir: Path) -> dict[str, object]:
     """Read, clean, split, scale, train and evaluate; write the run directory and return its metrics."""
     check_options(options)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"--out {run_dir} exists and is not a directory")
     classify = options.task == "classify"
     prepared = prepare(options)
     classes = prepared.loaded.classes
@@ -39,6 +35,15 @@ def train(options: TrainOptions, run_dir: Path) -> dict[str, object]:
             print(f"cleaning: {line}", flush=True)
     warmup = options.window // 4
     stride = options.stride or max(1, options.window // 8)
+
+    # TensorFlow only now: a mistake in the options or the data is then one line, without its start-up notices
+    import keras
+
+    from trainer.evaluate import evaluate_splits
+    from trainer.fit import fit
+    from trainer.model import build_sequence_model, training_model
+    from trainer.report import write_report
+    from trainer.streamable import check_streamable
 
     keras.utils.set_random_seed(options.seed)
     n_outputs, head, loss = _head(len(classes), options.horizon * len(prepared.targets))
