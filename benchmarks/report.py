@@ -22,6 +22,11 @@ from common import REPO, RESULTS, machine  # noqa: E402
 # (fragment name, section title, what it answers)
 SECTIONS = (
     ("nab_eval", "Anomaly detection: NAB v1.1", "the detector's score under the NAB rules, next to published ones"),
+    (
+        "nab_baseline",
+        "Anomaly detection: the runtime's anomaly stage without a model",
+        "what the likelihood, the range rule and alarm de-duplication are worth on NAB, and what they cost",
+    ),
     ("etth1", "Forecasting: ETTh1", "forecast error under the standard protocol, next to baselines and published"),
     ("export_artifacts", "Export: sizes, parity and per-step latency", "what each artifact costs in each runtime"),
     (

@@ -35,6 +35,13 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, subp
     return results, report.read_text(), done
 
 
+def test_every_benchmark_script_is_a_step_of_make_bench() -> None:
+    from run_all import STEPS
+
+    helpers = {"common", "report", "run_all"}
+    assert {s.name for s in STEPS} == {p.stem for p in BENCHMARKS.glob("*.py")} - helpers
+
+
 def load(results: Path, name: str) -> dict:
     return json.loads((results / f"{name}.json").read_text())
 
@@ -75,6 +82,11 @@ def test_evaluations_produce_their_scores(quick_run) -> None:
         assert -100 <= nab["summary"]["scores"][profile]["normalised"] <= 100
         assert -100 <= nab["first_differences_baseline"][profile]["normalised"] <= 100
     assert "not comparable" in report
+    baseline = load(results, "nab_baseline")
+    assert baseline["files"] == 58 and len(baseline["variants"]) == 4
+    for variant in baseline["variants"].values():
+        assert all(-100 <= variant["scores"][p]["normalised"] <= 100 for p in nab["summary"]["scores"])
+    assert baseline["update_cost"]["stream_anomaly_update_us"] > 0
     etth1 = load(results, "etth1")
     chosen = etth1["horizons"][0]["chosen_by_validation"]
     assert chosen["horizon"] == 24 and chosen["persistence"]["mse"] == pytest.approx(0.0343, abs=1e-4)
