@@ -2,13 +2,18 @@
 
 Every message is appended to the spool first and published from it; the spool entry is deleted only when the
 broker acknowledges it. So forecasts made while the broker is down, or in flight when the process dies, are
-published after reconnect or restart (consumers drop duplicates by sequence number). Paho reconnects by itself
-and re-sends its own in-flight messages with their original ids, so the publisher never re-publishes on reconnect.
+published after reconnect or restart (consumers drop duplicates by sequence number). Paho re-sends its own
+in-flight messages with their original ids after a reconnection, so the publisher never re-publishes them.
+
+The client's network I/O runs in the caller's thread, in `pump`, not in paho's own thread: with paho's thread,
+every publish wakes it and the two threads trade the GIL per message, which halves the rate a publisher reaches
+(docs/BENCHMARKS.md). Only connecting, which can block for seconds (TCP, TLS), runs in a short-lived thread,
+and the client is left alone until it ends.
 """
 
 from __future__ import annotations
 
-import collections
+import select
 import ssl
 import threading
 import time
@@ -21,10 +26,12 @@ from edge_runtime.mqtt_client import MqttSettings
 from edge_runtime.spool import Spool
 
 ONLINE, OFFLINE = "online", "offline"
+RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 15.0  # the wait before the next attempt doubles from min to max
 
 
 class SpooledPublisher:
-    """Call `enqueue` with new messages and `pump` often (every loop turn, at least a few times a second)."""
+    """Call `enqueue` with new messages and `pump` often (every loop turn, at least a few times a second): pump
+    does the network I/O, so subscription callbacks run inside it, in the caller's thread."""
 
     def __init__(
         self, settings: MqttSettings, client_id: str, status_topic: str, spool: Spool, window: int = 1000
@@ -37,46 +44,50 @@ class SpooledPublisher:
         self.rejected_by_broker = 0
         self.delivered = 0  # messages the broker acknowledged (refused ones included: they were settled)
         self.last_problem = ""  # why the last connection attempt failed, for the operator (never a secret)
-        self._connected = threading.Event()
-        self._acks: collections.deque[int] = collections.deque()  # appended by paho's thread
-        self._refused: collections.deque[int] = collections.deque()
+        self._connected = False
+        self._acks: list[int] = []  # mids the broker acknowledged since the last pump
+        self._refused: set[int] = set()  # ... of which it refused these (MQTT 5 reason codes)
         self._inflight: dict[int, int] = {}  # paho mid -> spool id
         self._cursor = 0
         self._broker_window = window
-        self.on_connected: list = []  # callables run in the main thread after each (re)connection
-        self.subscriptions: dict[str, Any] = {}  # topic -> callable(payload) run in paho's thread: keep it tiny
+        self.on_connected: list = []  # callables run by pump after each (re)connection
+        self.subscriptions: dict[str, Any] = {}  # topic -> callable(payload), run within pump: keep it short
         self.commands: set[str] = set()  # subscribed topics that carry commands: a retained one is never obeyed
-        self._reconnected = threading.Event()
+        self._reconnected = False
+        self._connecting: threading.Thread | None = None
+        self._next_attempt = 0.0  # monotonic time of the next connection attempt
+        self._retry_delay = RECONNECT_MIN_S
         client = settings.client(client_id)
         client.will_set(status_topic, OFFLINE, qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=1, max_delay=15)
-        client.max_inflight_messages_set(min(window, 65000))
+        # the window is kept here (pump): paho's own limit scans every in-flight message at each acknowledgement
+        # (86 us per message at a window of 1000), and 0 switches that scan off
+        client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
-        self._reconnect = client.reconnect
-        client.reconnect = self._reconnect_noting_failures  # paho's loop reconnects through this attribute
         self.client = client
 
-    def _reconnect_noting_failures(self) -> Any:
-        """paho retries failed connections without saying why; keep the reason (TLS, refused, unreachable)."""
+    def _attempt_connection(self) -> None:
+        """In the connecting thread: one attempt (TCP, TLS, CONNECT); the CONNACK is read later by `pump`.
+        A failure keeps its reason (TLS, refused, unreachable) for the operator."""
         try:
-            return self._reconnect()
+            self.client.reconnect()
         except ssl.SSLCertVerificationError as exc:
             self.last_problem = f"TLS certificate verification failed ({exc.verify_message})"
-            raise
         except OSError as exc:
             self.last_problem = f"cannot connect ({exc.strerror or exc})"
-            raise
+        except Exception as exc:  # noqa: BLE001 - a thread that dies would stop all future attempts silently
+            self.last_problem = f"cannot connect ({exc})"
 
-    # paho's network thread ---------------------------------------------------------------------------------
+    # callbacks: paho calls them within pump ------------------------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
             self.last_problem = f"the broker refused the connection: {reason}"
             return
         self.last_problem = ""
+        self._retry_delay = RECONNECT_MIN_S
         # MQTT 5 brokers announce how many QoS 1 messages they accept in flight; more is a protocol error
         # (mosquitto then drops the connection), so the window never exceeds it.
         self._broker_window = getattr(properties, "ReceiveMaximum", None) or self.window
@@ -84,8 +95,8 @@ class SpooledPublisher:
         client.publish(self.status_topic, ONLINE, qos=1, retain=True)
         for topic in self.subscriptions:
             client.subscribe(topic, qos=1)
-        self._connected.set()
-        self._reconnected.set()
+        self._connected = True
+        self._reconnected = True
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         callback = self.subscriptions.get(message.topic)
@@ -98,31 +109,83 @@ class SpooledPublisher:
         """Retained configuration (e.g. Home Assistant discovery) sent directly: it is re-sent at every
         connection, so it needs no spool."""
         for topic, payload in messages:
-            self.client.publish(topic, payload, qos=1, retain=True)
+            self.publish_now(topic, payload, retain=True)
+
+    def publish_now(self, topic: str, payload: str | bytes, retain: bool = False) -> mqtt.MQTTMessageInfo:
+        """Publish at QoS 1 without the spool (replies to commands, retained configuration)."""
+        self._settle_connecting(wait=True)
+        return self.client.publish(topic, payload, qos=1, retain=retain)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        self._connected.clear()
+        self._connected = False
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         if reason is not None and reason.is_failure:  # MQTT 5: e.g. 0x87 not authorized by the broker's ACL
-            self._refused.append(mid)
+            self._refused.add(mid)
         self._acks.append(mid)
 
-    # the main thread --------------------------------------------------------------------------------------
+    # the caller's thread -----------------------------------------------------------------------------------
     def start(self, wait: float = 0.0) -> None:
-        """Connect in the background (the broker may be down: messages wait in the spool)."""
+        """Connect in the background (the broker may be down: messages wait in the spool); `wait` s at most
+        for the connection."""
         address = self.settings.address
         try:
             self.client.connect_async(address.host, address.port, keepalive=self.settings.keepalive)
         except (OSError, ValueError) as exc:
             raise RnnedgeError(f"cannot connect to MQTT broker {address}: {exc}") from None
-        self.client.loop_start()
+        deadline = time.monotonic() + wait
+        self._service()
+        while wait and not self.connected and time.monotonic() < deadline:
+            self._service(timeout=0.01)
+
+    def _settle_connecting(self, wait: bool) -> bool:
+        """True once no connection attempt is running (waiting for it when `wait`): until then the client
+        belongs to the connecting thread."""
+        attempt = self._connecting
+        if attempt is None:
+            return True
         if wait:
-            self._connected.wait(wait)
+            attempt.join()
+        if attempt.is_alive():
+            return False
+        self._connecting = None
+        if self.client.socket() is None:  # the attempt failed: wait before the next one
+            self._retry_later()
+        return True
+
+    def _retry_later(self) -> None:
+        self._next_attempt = time.monotonic() + self._retry_delay
+        self._retry_delay = min(2 * self._retry_delay, RECONNECT_MAX_S)
+
+    def _service(self, timeout: float = 0.0) -> None:
+        """The client's network I/O: read what arrived (acknowledgements, commands), write what is queued, keep
+        the connection alive; start a connection attempt when there is none and its time has come."""
+        if not self._settle_connecting(wait=False):
+            return
+        client = self.client
+        sock = client.socket()
+        if sock is None:
+            if time.monotonic() >= self._next_attempt:
+                self._connecting = threading.Thread(target=self._attempt_connection, name="mqtt-connect", daemon=True)
+                self._connecting.start()
+            return
+        try:
+            readable, _, _ = select.select([sock], [sock] if client.want_write() else [], [], timeout)
+        except (OSError, ValueError):  # the socket was closed under us: the next steps see the lost connection
+            readable = [sock]
+        pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted do not wake select
+        if readable or (pending is not None and pending()):
+            client.loop_read()
+        if client.socket() is not None and client.want_write():
+            client.loop_write()
+        client.loop_misc()  # keepalive; closes a connection whose broker stopped answering
+        if client.socket() is None:
+            self._connected = False
+            self._retry_later()
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        return self._connected
 
     @property
     def reconnects(self) -> int:
@@ -133,20 +196,17 @@ class SpooledPublisher:
             self.spool.append_many(messages)
 
     def pump(self) -> None:
-        """Settle acknowledgements, then publish spooled messages while the in-flight window has room."""
-        if self._reconnected.is_set():
-            self._reconnected.clear()
+        """Network I/O, then settle acknowledgements and publish spooled messages while the in-flight window has
+        room."""
+        self._service()
+        if self._reconnected:
+            self._reconnected = False
             for callback in self.on_connected:
                 callback()
-        refused = set()
-        while self._refused:
-            refused.add(self._refused.popleft())
-        settled = []
-        while self._acks:
-            spool_id = self._inflight.pop(self._acks.popleft(), None)
-            if spool_id is not None:
-                settled.append(spool_id)
-        self.rejected_by_broker += len(refused)
+        acks, self._acks = self._acks, []
+        settled = [spool_id for mid in acks if (spool_id := self._inflight.pop(mid, None)) is not None]
+        self.rejected_by_broker += len(self._refused)
+        self._refused.clear()
         self.delivered += len(settled)
         if settled:
             self.spool.mark_acked(settled)  # a refused message is settled too: retrying would be refused again
@@ -171,11 +231,13 @@ class SpooledPublisher:
             self.pump()
             if self.spool.stats().messages == 0 and not self._inflight:
                 break
-            time.sleep(0.01)
+            self._service(timeout=0.01)
+        self._settle_connecting(wait=True)
         if self.connected:
             info = self.client.publish(self.status_topic, OFFLINE, qos=1, retain=True)
-            info.wait_for_publish(timeout=max(1.0, deadline - time.monotonic()))
+            offline_by = max(deadline, time.monotonic() + 1.0)
+            while self.connected and not info.is_published() and time.monotonic() < offline_by:
+                self._service(timeout=0.01)
         self.client.disconnect()
-        self.client.loop_stop()
         remaining = self.spool.stats().messages
         return remaining

@@ -117,11 +117,10 @@ class Runtime:
         from edge_runtime.device_cli import DEFAULT_KEEP
         from edge_runtime.mqtt_deploy import DeployListener
 
-        client = self.publisher.client
         store = BundleStore(self.config.bundle.parent, self.config.verify_key, DEFAULT_KEEP)
         self.deploys = DeployListener(
             store,
-            lambda topic, payload, retain: client.publish(topic, payload, qos=1, retain=retain),
+            self.publisher.publish_now,
             self.config.prefix,
             self._switch,
         )

@@ -109,6 +109,7 @@ class Device:
         """The runtime's main loop, as far as deploys are concerned."""
         deadline = time.monotonic() + timeout
         while not done() and time.monotonic() < deadline:
+            self.publisher.pump()  # the network I/O: receives the command, sends the result
             if (path := self.listener.poll()) is not None:
                 self.switched.append(path)
             time.sleep(0.01)
@@ -136,7 +137,7 @@ def make_device(
     runtime = Runtime(key, precision)
     listener = DeployListener(
         store,
-        lambda topic, payload, retain: publisher.client.publish(topic, payload, qos=1, retain=retain),
+        publisher.publish_now,
         PREFIX,
         runtime.switch,
     )
