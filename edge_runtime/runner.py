@@ -150,7 +150,7 @@ class Runtime:
         from edge_runtime.discovery import HomeAssistantStatus
 
         self.announced: set[str] = set()
-        self.republish = threading.Event()  # set from paho's thread, acted on in the main thread
+        self.republish = threading.Event()  # set by the publisher's callbacks, acted on by the main loop
         status = HomeAssistantStatus(self.config.discovery_prefix)
         self.publisher.subscriptions[status.topic] = lambda payload: (
             status.should_republish(status.topic, payload) and self.republish.set()

@@ -30,7 +30,7 @@ Durability contract:
   `Spool.recovery` says so in one line: the runtime keeps going instead of failing at every restart. A healthy
   SQLite file that is not a spool is never touched: opening it is an error.
 
-Concurrency contract: `mark_acked` may be called from any thread (it is meant for paho's network thread): it takes
+Concurrency contract: `mark_acked` may be called from any thread (a network thread, for instance): it takes
 a short lock, never touches the disk and never raises for unknown or dropped ids, so it cannot stall or kill the
 network loop. Every other method is serialised by one lock and is meant for the runtime's main thread.
 """
