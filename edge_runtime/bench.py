@@ -30,6 +30,10 @@ DEFAULT_BATCHES = (1, 16, 256)
 WARMUP_CALLS = 20
 MIN_CALLS = 100
 MAX_CALLS = 200_000
+MAX_BATCH = 65_536  # streams per call: far past any device's stream count, short of exhausting its memory
+MAX_BATCH_SIZES = 16
+MAX_SECONDS = 60.0  # per batch size and artifact
+MAX_THREADS = 64
 
 
 @dataclass(frozen=True)
@@ -172,11 +176,23 @@ def _host() -> dict[str, str]:
     }
 
 
+def check_options(batches: tuple[int, ...], seconds: float, threads: int) -> None:
+    """Refuse sizes no measurement needs before any child starts: they would hang or exhaust the device."""
+    if not batches or len(batches) > MAX_BATCH_SIZES or not all(1 <= b <= MAX_BATCH for b in batches):
+        raise RnnedgeError(
+            f"--batches: batch sizes must be positive integers up to {MAX_BATCH}, at most {MAX_BATCH_SIZES} of "
+            f"them, got {','.join(map(str, batches)) or 'none'}"
+        )
+    if not 0 < seconds <= MAX_SECONDS:  # also refuses NaN
+        raise RnnedgeError(f"--seconds must be above 0 and at most {MAX_SECONDS:g}, got {seconds:g}")
+    if not 1 <= threads <= MAX_THREADS:
+        raise RnnedgeError(f"--threads must be from 1 to {MAX_THREADS}, got {threads}")
+
+
 def bench_bundle(
     bundle: Bundle, batches: tuple[int, ...] = DEFAULT_BATCHES, seconds: float = 0.5, threads: int = 1
 ) -> BenchReport:
-    if not batches or min(batches) < 1:
-        raise RnnedgeError(f"batch sizes must be positive integers, got {batches}")
+    check_options(batches, seconds, threads)
     results = []
     for a in bundle.manifest.artifacts:
         backend = RUNTIME_OF_FORMAT.get(a.format, a.format)
@@ -208,6 +224,8 @@ def bench_bundle(
             continue
         if done.returncode != 0:
             reason = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+            if done.returncode == RnnedgeError.exit_code:  # the child refused the artifact: a bad bundle
+                raise RnnedgeError(reason)
             results.append(replace(base, status="error", note=reason))
             continue
         measured = json.loads(done.stdout)

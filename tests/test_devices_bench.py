@@ -3,11 +3,12 @@ Assertions are on structure and consistency, never on speed (this machine is sha
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
-from conftest import TrainedBundle
+from conftest import TrainedBundle, copy_bundle
 from test_devices_common import rnnedge
 
 from edge_runtime.backends import runtime_missing
@@ -71,3 +72,39 @@ def test_the_table_and_bad_options(tiny_bundle: TrainedBundle, tmp_path: Path) -
     assert zero.returncode == 2 and "batch sizes must be positive" in zero.stderr
     missing = rnnedge(tmp_path, "bench", str(tmp_path / "nope"))
     assert missing.returncode == 2 and "not a bundle directory" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        (("--threads", "0"), "--threads must be from 1 to 64, got 0"),
+        (("--threads", "1000"), "--threads must be from 1 to 64, got 1000"),
+        (("--batches", "1,1000000"), "batch sizes must be positive integers up to 65536, at most 16 of them"),
+        (("--batches", ",".join(["1"] * 17)), "at most 16 of them"),
+        (("--seconds", "0"), "--seconds must be above 0 and at most 60, got 0"),
+        (("--seconds", "nan"), "--seconds must be above 0 and at most 60, got nan"),
+        (("--seconds", "3600"), "--seconds must be above 0 and at most 60, got 3600"),
+    ],
+    ids=["no-threads", "many-threads", "huge-batch", "many-batches", "no-seconds", "nan-seconds", "an-hour"],
+)
+def test_sizes_out_of_range_are_one_line_errors(
+    tiny_bundle: TrainedBundle, tmp_path: Path, option: tuple[str, str], expected: str
+) -> None:
+    result = rnnedge(tmp_path, "bench", str(tiny_bundle.bundle_dir), *option)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("rnnedge: error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert expected in result.stderr
+
+
+def test_a_corrupt_artifact_with_a_matching_sha256_is_a_one_line_error(
+    tiny_bundle: TrainedBundle, tmp_path: Path
+) -> None:
+    bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
+    (bundle / "step.onnx").write_bytes(b"not a model")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"]["step.onnx"] = {"sha256": hashlib.sha256(b"not a model").hexdigest(), "bytes": 11}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    result = rnnedge(tmp_path, "bench", str(bundle), "--seconds", "0.02", "--batches", "1")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"rnnedge: error: {bundle / 'step.onnx'}: ONNX Runtime cannot load the model")
