@@ -34,13 +34,18 @@ def _print(args: argparse.Namespace, result: dict[str, Any], line: str) -> None:
 # --- on the device ---------------------------------------------------------------------------------------------
 
 
-def _store(args: argparse.Namespace) -> BundleStore:
+def _store(args: argparse.Namespace, create: bool = False) -> BundleStore:
     """The store at --root, trusting --verify-key or else the device config's `verify_key` (the key the runtime
-    itself checks at start), and refusing a root the runtime does not read."""
+    itself checks at start), and refusing a root the runtime does not read. Only activation may create the store:
+    for every other action a missing root is a mistyped path, never an empty store."""
     from edge_runtime.activation import BundleStore
     from edge_runtime.config import load_config
 
     root = Path(args.root)
+    if not create and not root.is_dir():
+        raise RnnedgeError(
+            f"--root {root}: no bundle store there (not a directory; 'rnnedge device activate' creates one)"
+        )
     config_path = Path(args.config) if args.config else (DEVICE_CONFIG if DEVICE_CONFIG.is_file() else None)
     values = load_config(config_path) if config_path else {}
     key = Path(args.verify_key) if args.verify_key else values.get("verify_key")
@@ -74,7 +79,7 @@ def _device_activate(args: argparse.Namespace) -> int:
     from edge_runtime.activation import ProbationFailed, run_reload
 
     _logging()
-    store = _store(args)
+    store = _store(args, create=True)
     upload = sys.stdin.buffer if args.source == "-" else Path(args.source)
     activation = store.activate(upload, args.probation)
     version = activation.version.version

@@ -148,3 +148,18 @@ def test_a_bundle_without_artifacts_is_refused(tiny_bundle: TrainedBundle, tmp_p
     line = one_line_error(capsys, argv)
     assert "manifest.json: artifacts is empty: the bundle has no model to run or verify" in line
     assert not (store / "current").exists()
+
+
+@pytest.mark.parametrize("action", ["status", "check", "rollback", "confirm"])
+def test_device_actions_refuse_a_store_that_does_not_exist(tmp_path: Path, capsys, action: str) -> None:
+    root = tmp_path / "bundels"  # a typo: nothing was ever activated there
+    line = one_line_error(capsys, ["device", action, "--root", str(root)])
+    assert f"--root {root}: no bundle store there (not a directory;" in line
+    assert not root.exists()
+
+
+def test_device_activate_still_creates_its_store(tiny_bundle: TrainedBundle, tmp_path: Path, capsys) -> None:
+    root = tmp_path / "device" / "bundles"
+    assert main(["device", "activate", str(tiny_bundle.bundle_dir), "--root", str(root)]) == 0
+    assert (root / "current" / "manifest.json").is_file()
+    assert main(["device", "status", "--root", str(root)]) == 0
