@@ -29,8 +29,16 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 
 
 def generate_keypair(stem: Path) -> tuple[Path, Path]:
-    """Write STEM.key (private, mode 0600) and STEM.pub; refuse to overwrite an existing key."""
-    private_path, public_path = stem.with_suffix(".key"), stem.with_suffix(".pub")
+    """Write STEM.key (private, mode 0600) and STEM.pub; refuse to overwrite an existing key. The endings are
+    appended, so a dotted stem such as `fleet.v2` keeps its name; a stem given as `fleet.key` or `fleet.pub` means
+    `fleet`."""
+    if stem.name in ("", ".", "..") or stem.is_dir():
+        raise RnnedgeError(
+            f"{stem}: a directory, not a key name: give e.g. {stem / 'fleet'} (writes fleet.key, fleet.pub)"
+        )
+    if stem.suffix in (".key", ".pub"):
+        stem = stem.with_suffix("")
+    private_path, public_path = stem.with_name(stem.name + ".key"), stem.with_name(stem.name + ".pub")
     for path in (private_path, public_path):
         if path.exists():
             raise RnnedgeError(f"{path} already exists: refusing to overwrite a key")

@@ -120,3 +120,25 @@ def test_cli_keygen_sign_and_verify(tiny_bundle: TrainedBundle, tmp_path: Path) 
     )
     assert refused.returncode == 2
     assert "the bundle is not signed" in refused.stderr
+
+
+def test_keygen_appends_the_endings_to_a_dotted_stem(tmp_path: Path, capsys) -> None:
+    from edge_runtime.cli import main
+
+    assert main(["keygen", str(tmp_path / "fleet.v2")]) == 0
+    assert main(["keygen", str(tmp_path / "site.key")]) == 0  # a stem given as the private key's name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fleet.v2.key", "fleet.v2.pub", "site.key", "site.pub"]
+    assert f"wrote {tmp_path / 'fleet.v2.key'} (keep secret) and {tmp_path / 'fleet.v2.pub'}" in capsys.readouterr().out
+    load_private_key(tmp_path / "fleet.v2.key")
+
+
+@pytest.mark.parametrize("stem", [".", "DIR", "DIR/"])
+def test_keygen_refuses_a_directory_as_the_stem(tmp_path: Path, capsys, monkeypatch, stem: str) -> None:
+    from edge_runtime.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keys").mkdir()
+    assert main(["keygen", stem.replace("DIR", "keys")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a directory, not a key name" in err, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["keys"]
