@@ -262,6 +262,8 @@ def deploy_over_mqtt(bundle_dir: Path, url: str, prefix: str, timeout: float) ->
     client.on_connect = on_connect
     client.on_message = on_message
     client.on_subscribe = lambda client, userdata, mid, reasons, properties: events.put(("subscribed", mid))
+    client.on_disconnect = lambda client, userdata, flags, reason, properties: events.put(("disconnected", reason))
+    client.connect_timeout = min(client.connect_timeout, timeout)  # the TCP (and TLS) handshake honours --timeout
     try:
         client.connect(address.host, address.port, keepalive=settings.keepalive)
     except (OSError, ValueError) as exc:
@@ -288,14 +290,24 @@ def _exchange(
     status: str | None = None
     steps = iter([f"{prefix}/status", result_topic(prefix), None])
     waiting_for: int | None = None
-    sent = False
+    connected = sent = False
     while True:
         try:
             kind, value = events.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
+            if not connected:  # the TCP connection was accepted, the MQTT handshake never finished
+                raise RnnedgeError(
+                    f"cannot connect to MQTT broker {address}: no MQTT answer to the connection within {timeout:g} s "
+                    "(is a broker listening there, or is a proxy or firewall in between?)"
+                ) from None
             raise RnnedgeError(_no_answer(prefix, address, status, sent, timeout)) from None
         if kind == "refused":
             raise RnnedgeError(f"the MQTT broker {address} refused the connection: {value}")
+        if kind == "disconnected" and not connected:
+            raise RnnedgeError(
+                f"cannot connect to MQTT broker {address}: the connection closed before it answered ({value})"
+            )
+        connected = connected or kind == "connected"
         if kind == "status":
             status = value
         elif kind == "result":

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import Mosquitto, TrainedBundle
+from conftest import Mosquitto, TrainedBundle, closed_port
 from mqtt_helpers import Recorder
 from test_devices_common import bundle_variant
 from test_devices_store import parity_breaking_copy
@@ -311,8 +312,48 @@ def test_the_deployer_fails_fast_for_an_offline_device(mosquitto: Mosquitto, fle
 def test_the_deployer_says_why_nothing_answered(mosquitto: Mosquitto, fleet: Fleet) -> None:
     with pytest.raises(RnnedgeError, match=r"within 0\.5 s: no runtime has published nobody/here/status there"):
         deploy_over_mqtt(fleet.signed.path, mosquitto.url, "nobody/here", timeout=0.5)
-    with pytest.raises(RnnedgeError, match=r"^cannot connect to MQTT broker mqtt://127\.0\.0\.1:1: "):
-        deploy_over_mqtt(fleet.signed.path, "mqtt://127.0.0.1:1", PREFIX, timeout=5)
+    with (
+        closed_port() as port,
+        pytest.raises(RnnedgeError, match=rf"^cannot connect to MQTT broker mqtt://127\.0\.0\.1:{port}: "),
+    ):
+        deploy_over_mqtt(fleet.signed.path, f"mqtt://127.0.0.1:{port}", PREFIX, timeout=5)
+
+
+def test_a_port_that_accepts_but_never_answers_mqtt_is_not_blamed_on_subscriptions(fleet: Fleet) -> None:
+    with socket.socket() as silent:  # the kernel completes the TCP handshake; nothing reads or answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(RnnedgeError) as refused:
+            deploy_over_mqtt(fleet.signed.path, f"mqtt://127.0.0.1:{port}", PREFIX, timeout=1)
+    assert str(refused.value) == (
+        f"cannot connect to MQTT broker mqtt://127.0.0.1:{port}: no MQTT answer to the connection within 1 s "
+        "(is a broker listening there, or is a proxy or firewall in between?)"
+    )
+    assert time.monotonic() - started < 10
+
+
+def test_a_server_that_hangs_up_before_answering_is_named(fleet: Fleet) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        server.settimeout(30)  # never hang the test if the client does not connect
+        port = server.getsockname()[1]
+
+        def hang_up() -> None:
+            connection, _ = server.accept()
+            connection.recv(1024)  # the client's CONNECT
+            connection.close()
+
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(hang_up)
+            with pytest.raises(
+                RnnedgeError,
+                match=rf"^cannot connect to MQTT broker mqtt://127\.0\.0\.1:{port}: "
+                r"the connection closed before it answered \(",
+            ):
+                deploy_over_mqtt(fleet.signed.path, f"mqtt://127.0.0.1:{port}", PREFIX, timeout=5)
 
 
 def test_deploy_targets() -> None:
