@@ -192,8 +192,18 @@ def test_demo_checks_its_arguments_before_training(extra: list[str], expected: s
         (["train", "data.csv", "--target", "value", "--out", "data.csv"], "--out data.csv exists and is not a dir"),
         (["sweep", "missing.csv", "--target", "x", "--out", "d"], "missing.csv: no such file"),
         (["sweep", "data.csv", "--target", "value", "--cells", "lstm", "foo", "--out", "d"], "unknown cell 'foo'"),
+        (["eval", "nab", "--data", "nab", "--out", "d", "--units", "0"], "--units 0: must be at least 1"),
+        (["eval", "etth1", "--data", "ett", "--out", "d", "--horizons", "0"], "--horizons 0: must be at least 1"),
     ],
-    ids=["train-missing-csv", "train-missing-column", "train-out-is-a-file", "sweep-missing-csv", "sweep-bad-cell"],
+    ids=[
+        "train-missing-csv",
+        "train-missing-column",
+        "train-out-is-a-file",
+        "sweep-missing-csv",
+        "sweep-bad-cell",
+        "eval-nab-units",
+        "eval-etth1-horizon",
+    ],
 )
 def test_a_user_error_is_the_only_line_on_stderr(argv: list[str], expected: str, tmp_path: Path) -> None:
     """In a fresh process: the mistake is found before TensorFlow is imported, so none of its notices precede it."""

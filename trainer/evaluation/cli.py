@@ -17,10 +17,10 @@ def _positive(name: str, value: int | None) -> None:
 
 def _nab(args: argparse.Namespace) -> int:
     require_extra("eval nab", "train", TRAIN_MODULES)
-    from trainer.evaluation.nab_eval import DetectorSettings, run_nab, summary_markdown
-
     for name in ("files", "jobs", "units", "window", "epochs"):
         _positive(name, getattr(args, name))
+    from trainer.evaluation.nab_eval import DetectorSettings, run_nab, summary_markdown
+
     settings = DetectorSettings(args.cell, args.units, args.window, args.epochs, args.seed)
     summary = run_nab(Path(args.data), Path(args.out), settings, args.files, args.jobs, progress=not args.quiet)
     print(summary_markdown(summary))
@@ -30,12 +30,12 @@ def _nab(args: argparse.Namespace) -> int:
 
 def _etth1(args: argparse.Namespace) -> int:
     require_extra("eval etth1", "train", TRAIN_MODULES)
-    from trainer.evaluation.etth1 import Etth1Settings, run_etth1, summary_markdown
-
     for name in ("units", "window", "epochs", "stride", "patience"):
         _positive(name, getattr(args, name))
     for horizon in args.horizons:
         _positive("horizons", horizon)
+    from trainer.evaluation.etth1 import Etth1Settings, run_etth1, summary_markdown
+
     source = Path(args.data)
     if source.is_dir():
         source = source / "ETTh1.csv"
