@@ -462,6 +462,9 @@ def load_bundle(directory: str | os.PathLike[str], trusted_key: Path | None = No
     ):
         raise BundleError(f"{manifest_path}: the drift reference names other columns than the model's")
     listed = {a.file for a in manifest.artifacts} | {manifest.golden.file}
+    for name in sorted(listed | set(manifest.files)):
+        if name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+            raise BundleError(f"{manifest_path}: file name {name!r} is not a plain name inside the bundle directory")
     for name in sorted(listed - set(manifest.files)):
         raise BundleError(f"{manifest_path}: {name} has no sha256 entry under 'files'")
     for name, entry in sorted(manifest.files.items()):

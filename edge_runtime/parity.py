@@ -70,11 +70,18 @@ class ParityReport:
 
     @property
     def passed(self) -> bool:
-        return all(r.status != "fail" for r in self.results)
+        """No pair failed, and at least one was checked: a gate that verified nothing must not pass."""
+        return all(r.status != "fail" for r in self.results) and any(r.status == "pass" for r in self.results)
 
     def summary(self) -> str:
         checked = [r for r in self.results if r.status != "skipped"]
         failed = [r for r in checked if r.status == "fail"]
+        if not checked:
+            return (
+                "parity FAILED: nothing was checked, every artifact was skipped ("
+                + "; ".join(f"{r.label}: {r.note}" for r in self.results)
+                + ")"
+            )
         if not failed:
             worst = max((r.worst.max_abs_error for r in checked if r.check == "elementwise" and r.worst), default=0)
             return f"parity passed: {len(checked)} artifact/runtime pairs, largest float32 error {worst:.3g}"

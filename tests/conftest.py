@@ -41,6 +41,19 @@ def closed_port() -> Iterator[int]:
         yield holder.getsockname()[1]
 
 
+def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """Run the CLI in this process; assert that it failed with exit 2 and one `rnnedge: error:` line; that line."""
+    from edge_runtime.cli import main
+
+    status = main(argv)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("rnnedge: error: ")
+    return lines[0]
+
+
 def mosquitto_binary() -> str:
     found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     if not found:

@@ -8,19 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TrainedBundle, copy_bundle, write_rows
+from conftest import TrainedBundle, copy_bundle, one_line_error, write_rows
 
 from edge_runtime.cli import main
-
-
-def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    status = main(argv)
-    err = capsys.readouterr().err
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("rnnedge: error: ")
-    return lines[0]
 
 
 def rehash(bundle: Path) -> None:
@@ -163,3 +153,42 @@ def test_device_activate_still_creates_its_store(tiny_bundle: TrainedBundle, tmp
     assert main(["device", "activate", str(tiny_bundle.bundle_dir), "--root", str(root)]) == 0
     assert (root / "current" / "manifest.json").is_file()
     assert main(["device", "status", "--root", str(root)]) == 0
+
+
+@pytest.mark.parametrize("name", ["../step.onnx", "sub/step.onnx", "/tmp/step.onnx", ".."])
+def test_a_file_name_outside_the_bundle_is_refused(
+    tiny_bundle: TrainedBundle, tmp_path: Path, capsys, name: str
+) -> None:
+    """The manifest names files inside the bundle only: `../x` would have load_bundle hash (and a runtime load)
+    a file elsewhere on the device."""
+    bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
+    (tmp_path / "step.onnx").write_bytes((bundle / "step.onnx").read_bytes())
+
+    def point_outside(manifest: dict) -> None:
+        for artifact in manifest["artifacts"]:
+            if artifact["file"] == "step.onnx":
+                artifact["file"] = name
+        manifest["files"][name] = manifest["files"].pop("step.onnx")
+
+    edit_manifest(bundle, point_outside)
+    line = one_line_error(capsys, ["parity", str(bundle)])
+    assert f"file name {name!r} is not a plain name inside the bundle directory" in line
+
+
+def test_a_parity_report_that_checked_nothing_does_not_pass(tiny_bundle: TrainedBundle) -> None:
+    """A tflite-only bundle on a device without LiteRT skips every artifact: the gate must not say it passed."""
+    from edge_runtime.bundle import load_bundle
+    from edge_runtime.parity import ArtifactParity, ParityReport
+
+    bundle = load_bundle(tiny_bundle.bundle_dir)
+    skipped = tuple(
+        ArtifactParity(a, "litert", "elementwise", "skipped", note="LiteRT is not installed")
+        for a in bundle.manifest.artifacts
+    )
+    report = ParityReport(bundle.digest, skipped)
+    assert not report.passed
+    assert report.summary().startswith("parity FAILED: nothing was checked, every artifact was skipped (")
+    assert report.summary().count("LiteRT is not installed") == len(skipped) > 0
+    checked = ArtifactParity(skipped[0].artifact, "numpy", "elementwise", "pass")
+    one_pass = ParityReport(bundle.digest, (*skipped, checked))
+    assert one_pass.passed and one_pass.summary().startswith("parity passed: 1 artifact/runtime pairs")

@@ -5,19 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import one_line_error
 from trainer_fixtures import write_sensor_csv
-
-from edge_runtime.cli import main
-
-
-def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    status = main(argv)
-    err = capsys.readouterr().err
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("rnnedge: error: ")
-    return lines[0]
 
 
 def train_args(csv: Path, out: Path, *extra: str) -> list[str]:
