@@ -5,7 +5,6 @@ from __future__ import annotations
 import platform
 import shutil
 import tempfile
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -16,9 +15,6 @@ import numpy as np
 
 from edge_runtime.anomaly import AnomalyParams
 from edge_runtime.bundle import (
-    FORMATS,
-    MANIFEST_NAME,
-    PRECISIONS,
     Artifact,
     Bundle,
     GoldenSpec,
@@ -38,7 +34,8 @@ from export.golden import TASK_STEPS, future_values, golden_inputs, record_golde
 from export.isolated_convert import convert_window_tflite_isolated
 from export.numpy_weights import save_numpy_weights
 from export.onnx_compact import compact_names
-from export.onnx_convert import DEFAULT_OPSET, convert_step_model
+from export.onnx_convert import convert_step_model
+from export.options import ExportOptions, check_output
 from export.quantize_onnx import quantize_onnx_dynamic, quantize_onnx_static
 from export.step_model import STEP_INPUT, STEP_OUTPUT, StepModel, build_step_model
 from export.tflite_convert import quantized_anything, representative_feeds, to_tflite
@@ -59,25 +56,6 @@ TFLITE_CALIBRATION_SAMPLES = 2000
 WINDOW_GOLDEN = 64
 
 
-@dataclass(frozen=True)
-class ExportOptions:
-    formats: tuple[str, ...] = ("onnx", "tflite", "numpy")
-    precisions: tuple[str, ...] = ("float32", "int8")
-    window_model: bool = False
-    opset: int = DEFAULT_OPSET
-    signing_key: Path | None = None
-
-    def validate(self) -> None:
-        for name in self.formats:
-            if name not in FORMATS:
-                raise RnnedgeError(f"unknown format {name!r} (supported: {', '.join(FORMATS)})")
-        for name in self.precisions:
-            if name not in PRECISIONS:
-                raise RnnedgeError(f"unknown precision {name!r} (supported: {', '.join(PRECISIONS)})")
-        if not self.formats or not self.precisions:
-            raise RnnedgeError("choose at least one format and one precision")
-
-
 def artifact_name(kind: str, format: str, precision: str) -> str:
     suffix = {"onnx": "onnx", "tflite": "tflite"}[format]
     return f"{kind}.{suffix}" if precision == "float32" else f"{kind}.{precision}.{suffix}"
@@ -92,14 +70,6 @@ def _versions() -> dict[str, str]:
             continue
     found["python"] = platform.python_version()
     return found
-
-
-def _check_output(out: Path) -> None:
-    """Export only into a new or empty directory, or over an earlier bundle (replaced once the new one is whole)."""
-    if out.exists() and not out.is_dir():
-        raise RnnedgeError(f"{out} exists and is not a directory: choose a new or empty directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
-        raise RnnedgeError(f"{out} exists and is not a bundle: choose an empty or new directory")
 
 
 def _swap_in(staging: Path, out: Path) -> None:
@@ -144,7 +114,8 @@ def _window_golden(
     }
 
 
-def export_bundle(run_dir: Path, out: Path, options: ExportOptions = ExportOptions()) -> tuple[Bundle, ParityReport]:
+def export_bundle(run_dir: Path, out: Path, options: ExportOptions | None = None) -> tuple[Bundle, ParityReport]:
+    options = options or ExportOptions()
     options.validate()
     config = RunConfig.load(run_dir)
     try:
@@ -153,7 +124,7 @@ def export_bundle(run_dir: Path, out: Path, options: ExportOptions = ExportOptio
         raise RnnedgeError(f"{run_dir / MODEL_FILE}: Keras cannot load the model ({exc})") from None
     private_key = load_private_key(options.signing_key) if options.signing_key else None
     step = build_step_model(sequence_model, len(config.layers))
-    _check_output(out)
+    check_output(out)
     staging = out.parent / f".{out.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -14,7 +14,8 @@ def _names(text: str) -> tuple[str, ...]:
 
 def _export(args: argparse.Namespace) -> int:
     require_extra("export", "train", ("tensorflow", "keras", "tf2onnx", "onnx"))
-    from export.bundle_export import ExportOptions, export_bundle
+    from export.options import ExportOptions, check_output
+    from trainer.run_dir import RunConfig
 
     options = ExportOptions(
         formats=_names(args.formats),
@@ -23,6 +24,12 @@ def _export(args: argparse.Namespace) -> int:
         opset=args.opset,
         signing_key=Path(args.sign) if args.sign else None,
     )
+    # every mistake the user can make here is found before TensorFlow is imported (and prints its notices)
+    options.validate()
+    RunConfig.load(Path(args.run_dir))
+    check_output(Path(args.out))
+    from export.bundle_export import export_bundle
+
     bundle, report = export_bundle(Path(args.run_dir), Path(args.out), options)
     files = ", ".join(f"{name} ({entry.bytes} B)" for name, entry in bundle.manifest.files.items())
     print(f"wrote bundle {bundle.path} ({bundle.digest[:12]}): {files}")

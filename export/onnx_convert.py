@@ -9,10 +9,8 @@ import tensorflow as tf
 import tf2onnx
 
 from edge_runtime.errors import RnnedgeError
+from export.options import DEFAULT_OPSET, SUPPORTED_OPSETS
 from export.step_model import STEP_INPUT, StepModel
-
-DEFAULT_OPSET = 15
-SUPPORTED_OPSETS = range(11, 19)  # tf2onnx 1.17 refuses 19 and later
 
 
 def convert_step_model(step: StepModel, n_features: int, path: Path, opset: int = DEFAULT_OPSET) -> list[str]:

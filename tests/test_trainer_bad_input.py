@@ -183,6 +183,10 @@ def test_demo_checks_its_arguments_before_training(extra: list[str], expected: s
         (["sweep", "data.csv", "--target", "value", "--cells", "lstm", "foo", "--out", "d"], "unknown cell 'foo'"),
         (["eval", "nab", "--data", "nab", "--out", "d", "--units", "0"], "--units 0: must be at least 1"),
         (["eval", "etth1", "--data", "ett", "--out", "d", "--horizons", "0"], "--horizons 0: must be at least 1"),
+        (["export", "d", "--out", "b"], "d: not a run directory"),
+        (["export", "d", "--out", "b", "--opset", "30"], "ONNX opset 30 is not supported (supported: 11-18)"),
+        (["export", "d", "--out", "b", "--sign", "no.key"], "no.key: no such key file"),
+        (["export", "d", "--out", "b", "--formats", "tflit"], "unknown format 'tflit'"),
     ],
     ids=[
         "train-missing-csv",
@@ -192,6 +196,10 @@ def test_demo_checks_its_arguments_before_training(extra: list[str], expected: s
         "sweep-bad-cell",
         "eval-nab-units",
         "eval-etth1-horizon",
+        "export-no-run-dir",
+        "export-opset",
+        "export-missing-key",
+        "export-format",
     ],
 )
 def test_a_user_error_is_the_only_line_on_stderr(argv: list[str], expected: str, tmp_path: Path) -> None:
