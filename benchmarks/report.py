@@ -15,6 +15,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, RESULTS, machine  # noqa: E402
@@ -46,28 +47,37 @@ def demoted(fragment: str) -> str:
     return re.sub(r"^#{1,2} ", "### ", fragment, flags=re.MULTILINE).strip()
 
 
-def measured_at(results: Path, name: str) -> str:
-    """When the fragment was written: the JSON's `time` if the script records one, else the file's time."""
-    data = results / f"{name}.json"
-    if data.is_file():
+RUN_ALL_KEYS = {"time": "finished", "machine": "machine"}  # the same facts as run_all.json names them
+
+
+def recorded(results: Path, name: str, key: str) -> Any:
+    """`key` ("time" or "machine") as the script's own JSON records it, else as run_all.json recorded the step."""
+    for path, pick in (
+        (results / f"{name}.json", lambda doc: doc.get(key)),
+        (results / "run_all.json", lambda doc: doc.get("steps", {}).get(name, {}).get(RUN_ALL_KEYS[key])),
+    ):
         try:
-            recorded = json.loads(data.read_text()).get("time")
+            found = pick(json.loads(path.read_text())) if path.is_file() else None
         except (ValueError, AttributeError):
-            recorded = None
-        if recorded:
-            return str(recorded)
+            found = None
+        if found:
+            return found
+    return None
+
+
+def measured_at(results: Path, name: str) -> str:
+    """When the fragment was measured; the file's time only when nothing recorded it."""
+    when = recorded(results, name, "time")
+    if when:
+        return str(when)
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime((results / f"{name}.md").stat().st_mtime))
 
 
 def other_machine(results: Path, name: str, here: dict) -> str | None:
-    """The machine a section was measured on, when its JSON says it was not this one."""
-    data = results / f"{name}.json"
-    try:
-        recorded = json.loads(data.read_text()).get("machine") if data.is_file() else None
-    except (ValueError, AttributeError):
-        return None
-    if isinstance(recorded, dict) and "cpu" in recorded and recorded != here:
-        return ", ".join(f"{k} {v}" for k, v in recorded.items())
+    """The machine a section was measured on, when it was not this one."""
+    where = recorded(results, name, "machine")
+    if isinstance(where, dict) and "cpu" in where and where != here:
+        return ", ".join(f"{k} {v}" for k, v in where.items())
     return None
 
 

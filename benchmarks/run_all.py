@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, RESULTS  # noqa: E402
+from common import REPO, RESULTS, machine  # noqa: E402
 from report import DEFAULT_OUT, SECTIONS, build_report  # noqa: E402
 
 BENCHMARKS = Path(__file__).resolve().parent
@@ -126,7 +126,9 @@ def main() -> int:
         if args.only and step.name not in args.only:
             continue
         ok, seconds = run_step(step, args.results, args.quick)
-        steps[step.name] = {"ok": ok, "seconds": round(seconds, 1)}
+        # when and where, for the report: not every script records them in its own JSON
+        finished = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        steps[step.name] = {"ok": ok, "seconds": round(seconds, 1), "finished": finished, "machine": machine()}
     record_path = args.results / "run_all.json"
     if args.only and record_path.is_file():  # the other scripts' latest times still stand
         earlier = json.loads(record_path.read_text())
