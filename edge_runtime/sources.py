@@ -47,6 +47,9 @@ log = logging.getLogger("rnnedge.source")
 
 Item = Sample | Rejected | EndOfStream
 QUEUE_SIZE = 10_000
+# a replay waits for room, so its queue need only stay ahead of the engine's batches (1,024 by default); each
+# queued sample is a few hundred bytes, and a 10,000-deep queue that is always full costs 3-4 MB
+REPLAY_QUEUE_SIZE = 2048
 REPLAY_CHUNK = 256  # rows handed over per lock acquisition when replaying as fast as possible
 
 
@@ -218,7 +221,7 @@ class CsvReplaySource(Source):
         time_column: str | None = "auto",
         stream: str | None = None,
         pace: float | None = None,
-        capacity: int = QUEUE_SIZE,
+        capacity: int = REPLAY_QUEUE_SIZE,
     ) -> None:
         path = Path(path)
         if pace is not None and not (math.isfinite(pace) and pace > 0):
