@@ -3,16 +3,19 @@ of the runtime (publisher, subscription source). Secrets never appear in `str()`
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
-
-import paho.mqtt.client as mqtt
 
 from edge_runtime.errors import RnnedgeError
 
-PROTOCOLS = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
+
+# MQTT protocol levels (paho's MQTTv311 and MQTTv5); paho itself, and ssl with it, is imported only when a client
+# is made: a run without MQTT does without their 9 MB
+PROTOCOLS = {"3.1.1": 4, "5": 5}
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,10 @@ class MqttSettings:
 
     def client(self, client_id: str) -> mqtt.Client:
         """A paho client with credentials and TLS set, not yet connected."""
+        import ssl
+
+        import paho.mqtt.client as mqtt
+
         self.check()
         address = self.address
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=PROTOCOLS[self.protocol])

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from edge_runtime.activation import confirm_running
 from edge_runtime.backends import open_step_backend
@@ -29,10 +29,12 @@ from edge_runtime.engine import EngineSettings, Forecast, StreamEngine
 from edge_runtime.errors import RnnedgeError
 from edge_runtime.forecast_json import dumps_message
 from edge_runtime.metrics import LatencyWindow, RefusalLog, metrics_message
-from edge_runtime.mqtt_publisher import SpooledPublisher
 from edge_runtime.samples import Rejected, Sample
 from edge_runtime.sources import open_source
 from edge_runtime.spool import Spool
+
+if TYPE_CHECKING:
+    from edge_runtime.mqtt_publisher import SpooledPublisher
 
 log = logging.getLogger("rnnedge.run")
 FORMAT_OF_BACKEND = {"onnxruntime": "onnx", "litert": "tflite", "numpy": "numpy"}
@@ -99,13 +101,17 @@ class Runtime:
         self.confirmed = False
         self.spool: Spool | None = None
         self.publisher: SpooledPublisher | JsonLinesOut
+        self.broker: SpooledPublisher | None = None  # the publisher, when it is MQTT
         if config.mqtt is None:
             self.publisher = JsonLinesOut(out or sys.stdout)
         else:
+            from edge_runtime.mqtt_publisher import SpooledPublisher  # paho and ssl: only for MQTT runs
+
             self.spool = Spool.open(config.spool, config.spool_max_bytes, config.fsync_interval)
             if self.spool.recovery:
                 log.warning("%s", self.spool.recovery)
-            self.publisher = SpooledPublisher(config.mqtt, config.mqtt_client_id, f"{config.prefix}/status", self.spool)
+            self.broker = SpooledPublisher(config.mqtt, config.mqtt_client_id, f"{config.prefix}/status", self.spool)
+            self.publisher = self.broker
             if config.home_assistant:
                 self._enable_discovery()
             if config.bundle is not None and config.bundle.name == "current" and config.bundle.is_symlink():
@@ -120,12 +126,12 @@ class Runtime:
         store = BundleStore(self.config.bundle.parent, self.config.verify_key, DEFAULT_KEEP)
         self.deploys = DeployListener(
             store,
-            self.publisher.publish_now,
+            self.broker.publish_now,
             self.config.prefix,
             self._switch,
         )
-        self.publisher.subscriptions[self.deploys.topic] = self.deploys.on_message
-        self.publisher.commands.add(self.deploys.topic)
+        self.broker.subscriptions[self.deploys.topic] = self.deploys.on_message
+        self.broker.commands.add(self.deploys.topic)
 
     def _switch(self, path: Path) -> None:
         """Run another bundle from the next batch on; raises (and the old model keeps running) if it cannot."""
@@ -152,10 +158,10 @@ class Runtime:
         self.announced: set[str] = set()
         self.republish = threading.Event()  # set by the publisher's callbacks, acted on by the main loop
         status = HomeAssistantStatus(self.config.discovery_prefix)
-        self.publisher.subscriptions[status.topic] = lambda payload: (
+        self.broker.subscriptions[status.topic] = lambda payload: (
             status.should_republish(status.topic, payload) and self.republish.set()
         )
-        self.publisher.on_connected.append(self.republish.set)
+        self.broker.on_connected.append(self.republish.set)
 
     def _announce(self) -> None:
         from edge_runtime import __version__
@@ -175,7 +181,7 @@ class Runtime:
                 {"sw_version": __version__},
                 prefix=config.discovery_prefix,
             )
-            self.publisher.publish_retained([(m.topic, m.payload) for m in messages])
+            self.broker.publish_retained([(m.topic, m.payload) for m in messages])
             self.announced.add(stream)
 
     def _topic(self, forecast: Forecast) -> str:
@@ -192,11 +198,11 @@ class Runtime:
         counters.update(self.source.stats())
         spool = vars(self.spool.stats()) if self.spool else None
         mqtt = None
-        if isinstance(self.publisher, SpooledPublisher):
+        if self.broker is not None:
             mqtt = {
-                "connected": self.publisher.connected,
-                "reconnects": self.publisher.reconnects,
-                "rejected_by_broker": self.publisher.rejected_by_broker,
+                "connected": self.broker.connected,
+                "reconnects": self.broker.reconnects,
+                "rejected_by_broker": self.broker.rejected_by_broker,
             }
         return metrics_message(
             boot=self.boot,
@@ -226,11 +232,7 @@ class Runtime:
     def _confirm(self) -> None:
         """Probation (devices/README.md): once this run's first forecast is out, tell the bundle store the newly
         activated bundle works. A no-op for a bundle that is not a store's `current`."""
-        out = (
-            self.publisher.delivered > 0
-            if isinstance(self.publisher, SpooledPublisher)
-            else self.engine.counters.forecasts > 0
-        )
+        out = self.broker.delivered > 0 if self.broker is not None else self.engine.counters.forecasts > 0
         if out and self.engine.counters.forecasts > 0:
             confirm_running(self.config.bundle, self.bundle.digest)
             self.confirmed = True
@@ -238,8 +240,8 @@ class Runtime:
     def serve(self) -> RunStats:
         config = self.config
         self.started = time.time()
-        if isinstance(self.publisher, SpooledPublisher):
-            self.publisher.start()
+        if self.broker is not None:
+            self.broker.start()
         self.source.start()
         last_metrics = time.monotonic()
         interval_samples = 0
@@ -251,9 +253,8 @@ class Runtime:
                     message = self._metrics(interval_samples, now - last_metrics)
                     self.publisher.enqueue([(f"{config.prefix}/metrics", dumps_message(message))])
                     last_metrics, interval_samples = now, 0
-                if self.config.home_assistant and isinstance(self.publisher, SpooledPublisher):
-                    if self.publisher.connected:
-                        self._announce()
+                if self.config.home_assistant and self.broker is not None and self.broker.connected:
+                    self._announce()
                 if self.deploys is not None:
                     self.deploys.poll()
                 self.publisher.pump()
@@ -276,9 +277,9 @@ class Runtime:
         spooled, rejected, problem = 0, 0, ""
         if self.deploys is not None:
             self.deploys.close()
-        if isinstance(self.publisher, SpooledPublisher):
-            spooled = self.publisher.close(self.config.drain_timeout)
-            rejected, problem = self.publisher.rejected_by_broker, self.publisher.last_problem
+        if self.broker is not None:
+            spooled = self.broker.close(self.config.drain_timeout)
+            rejected, problem = self.broker.rejected_by_broker, self.broker.last_problem
             self.spool.close()
         else:
             self.publisher.pump()

@@ -21,7 +21,6 @@ import math
 import os
 import re
 import socket
-import ssl
 import sys
 import threading
 import time
@@ -30,15 +29,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.subscribeoptions import SubscribeOptions
-
 from edge_runtime.csv_source import CsvRow, CsvRows
 from edge_runtime.errors import InputError, RnnedgeError
+from edge_runtime.mqtt_client import PROTOCOLS
 from edge_runtime.payloads import parse_json_line, parse_payload, parse_timestamp
 from edge_runtime.samples import EndOfStream, Rejected, Sample, stream_id_problem
 
 if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
+
     from edge_runtime.bundle import Manifest
     from edge_runtime.config import RuntimeConfig
     from edge_runtime.mqtt_client import MqttSettings
@@ -461,6 +460,8 @@ class MqttSubscriptionSource(Source):
 
     # --- the engine's thread --------------------------------------------------------------------------------
     def start(self) -> None:
+        import ssl  # already loaded by then: paho imports it
+
         client = self.settings.client(self.client_id)
         client.reconnect_delay_set(*self.reconnect_delay)
         client.suppress_exceptions = True  # an exception in a callback must not kill paho's network thread
@@ -519,7 +520,9 @@ class MqttSubscriptionSource(Source):
                 self._state.notify_all()
             log.warning("%s; retrying", self._refusal)
             return
-        v5 = client.protocol == mqtt.MQTTv5
+        from paho.mqtt.subscribeoptions import SubscribeOptions
+
+        v5 = client.protocol == PROTOCOLS["5"]
         topics = [(route.filter, SubscribeOptions(qos=1) if v5 else 1) for route in self.routes]
         with self._state:
             self.connects += 1

@@ -40,3 +40,22 @@ def test_streaming_a_bundle_imports_no_training_stack(tiny_bundle: TrainedBundle
     assert report["forecasts"] == 40 - 4  # warm-up of the tiny model: window 16 // 4
     assert report["parity"] is True
     assert report["status"] == 0
+
+
+def test_a_run_without_mqtt_imports_no_mqtt_client(tiny_bundle: TrainedBundle, tmp_path) -> None:
+    """paho (and ssl with it) cost a CSV or stdin run without a broker about 3 MB of its memory: not loaded."""
+    csv = write_rows(tmp_path / "rows.csv", 1200, 30)
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        from edge_runtime.cli import main
+        status = main(["run", {str(tiny_bundle.bundle_dir)!r}, "--source", "csv:{csv}"])
+        print(json.dumps({{"status": status, "loaded": sorted({{m.split(".")[0] for m in sys.modules}})}}))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["status"] == 0
+    assert "onnxruntime" in report["loaded"]  # it did run the model
+    assert "paho" not in report["loaded"] and "ssl" not in report["loaded"]
