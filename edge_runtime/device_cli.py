@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -21,6 +22,7 @@ DEVICE_CONFIG = Path("/etc/rnnedge/device.toml")  # where devices/provision.sh p
 DEFAULT_ROOT = Path("/var/lib/rnnedge/bundles")
 DEFAULT_KEEP = 3
 DEFAULT_REMOTE_RNNEDGE = "/opt/rnnedge/bin/rnnedge"
+MAX_WAIT_S = 7 * 24 * 3600.0  # --timeout, --probation: a week is past any real wait, short of overflowing a clock
 
 
 def _logging() -> None:
@@ -29,6 +31,14 @@ def _logging() -> None:
 
 def _print(args: argparse.Namespace, result: dict[str, Any], line: str) -> None:
     print(json.dumps(result, indent=2) if args.json else line)
+
+
+def _check_seconds(flag: str, value: float, zero_means: str | None = None) -> None:
+    """Refuse a wait that is nan, negative, 0 (unless `zero_means` says what 0 does) or beyond MAX_WAIT_S: argparse
+    takes `nan` and `-1` without a word; paho refuses 0 with a traceback, and Python's clocks overflow on 1e300."""
+    if not (math.isfinite(value) and (value >= 0 if zero_means else value > 0) and value <= MAX_WAIT_S):
+        least = f">= 0 (0: {zero_means})" if zero_means else "above 0"
+        raise RnnedgeError(f"{flag} must be {least} and at most {MAX_WAIT_S:g} seconds, got {value:g}")
 
 
 # --- on the device ---------------------------------------------------------------------------------------------
@@ -79,6 +89,7 @@ def _device_activate(args: argparse.Namespace) -> int:
     from edge_runtime.activation import ProbationFailed, run_reload
 
     _logging()
+    _check_seconds("--probation", args.probation, zero_means="no probation")
     store = _store(args, create=True)
     upload = sys.stdin.buffer if args.source == "-" else Path(args.source)
     activation = store.activate(upload, args.probation)
@@ -233,6 +244,8 @@ def _deploy(args: argparse.Namespace) -> int:
     from edge_runtime.deploy_ssh import deploy
 
     _logging()
+    _check_seconds("--timeout", args.timeout)
+    _check_seconds("--probation", args.probation, zero_means="no probation")
     if args.to.startswith(("mqtt://", "mqtts://")):
         return _deploy_mqtt(args)
     target, options = _ssh(args)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import Mosquitto, TrainedBundle, closed_port
+from conftest import Mosquitto, TrainedBundle, closed_port, one_line_error
 from mqtt_helpers import Recorder
 from test_devices_common import bundle_variant
 from test_devices_store import parity_breaking_copy
@@ -369,6 +369,28 @@ def test_deploy_targets() -> None:
         split_target("mqtt://broker/rnnedge/+")
     with pytest.raises(RnnedgeError, match="is not of the form mqtt://HOST"):
         split_target("http://broker/rnnedge/pi4")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["deploy", "BUNDLE", "--to", "mqtt://127.0.0.1:1/plant", "--timeout", "0"], "--timeout must be above 0"),
+        (["deploy", "BUNDLE", "--to", "mqtt://127.0.0.1:1/plant", "--timeout=-1"], "got -1"),
+        (["deploy", "BUNDLE", "--to", "mqtt://127.0.0.1:1/plant", "--timeout", "nan"], "got nan"),
+        (["deploy", "BUNDLE", "--to", "mqtt://127.0.0.1:1/plant", "--timeout", "1e300"], "at most 604800 seconds"),
+        (["deploy", "BUNDLE", "--to", "ssh://pi@127.0.0.1:1/r", "--probation", "nan"], "--probation must be >= 0"),
+        (["device", "activate", "BUNDLE", "--root", "ROOT", "--probation=-3"], "(0: no probation)"),
+    ],
+    ids=["timeout-0", "negative-timeout", "nan-timeout", "huge-timeout", "nan-probation", "negative-probation"],
+)
+def test_waits_that_are_not_a_positive_number_of_seconds_are_refused_first(
+    fleet: Fleet, tmp_path: Path, capsys, argv: list[str], expected: str
+) -> None:
+    """Before any connection (port 1 refuses; a refused connection would be a different error) or store."""
+    argv = [a.replace("BUNDLE", str(fleet.signed.path)).replace("ROOT", str(tmp_path / "store")) for a in argv]
+    line = one_line_error(capsys, argv)
+    assert expected in line
+    assert not (tmp_path / "store").exists()
 
 
 def test_the_result_message_is_json_with_the_documented_fields(device: Device, fleet: Fleet) -> None:
