@@ -389,11 +389,7 @@ class Bundle:
 
 def _golden_shapes(manifest: Manifest) -> dict[str, tuple[int | None, ...]]:
     """Shape of every golden array the parity gate and bench read (None: any length), from the manifest."""
-    features, spec = len(manifest.features), manifest.golden
-    if manifest.task == "classify":
-        width = 1 if len(manifest.classes) == 2 else len(manifest.classes)
-    else:
-        width = manifest.horizon * len(manifest.targets)
+    features, spec, width = len(manifest.features), manifest.golden, output_width(manifest)
     shapes: dict[str, tuple[int | None, ...]] = {
         "inputs": (spec.sequences, spec.steps, features),
         manifest.step_output: (spec.sequences, spec.steps, width),
@@ -413,16 +409,43 @@ def _golden_shapes(manifest: Manifest) -> dict[str, tuple[int | None, ...]]:
     return shapes
 
 
-def check_input_widths(model: Path, manifest: Manifest, widths: dict[str, int | None]) -> None:
-    """Refuse a manifest whose sample width or state sizes differ from what the model really takes (None: not
-    fixed by the model), at load: otherwise the first step fails deep inside the runtime."""
+def output_width(manifest: Manifest) -> int:
+    """Values the step model outputs per sample: H x T forecasts, or one probability per class (two classes:
+    one sigmoid output, P(classes[1]))."""
+    if manifest.task == "classify":
+        return 1 if len(manifest.classes) == 2 else len(manifest.classes)
+    return manifest.horizon * len(manifest.targets)
+
+
+def _output_width_source(manifest: Manifest) -> str:
+    """Which manifest fields make the output width, for the error that refuses it."""
+    if manifest.task == "classify":
+        return f"{len(manifest.classes)} model.classes"
+    return f"model.horizon {manifest.horizon} x {len(manifest.targets)} data.targets"
+
+
+def check_widths(
+    model: Path, manifest: Manifest, inputs: dict[str, int | None], outputs: dict[str, int | None]
+) -> None:
+    """Refuse a manifest whose sample width, state sizes or output width differ from what the model really
+    takes and gives (None: not fixed by the model), at load: otherwise the first step, or the first forecast,
+    fails deep inside the runtime."""
     declared = {manifest.step_input: len(manifest.features), **{s.input: s.size for s in manifest.states}}
     for name, size in declared.items():
-        actual = widths.get(name)
+        actual = inputs.get(name)
         if actual is not None and actual != size:
             what = "input" if name == manifest.step_input else "state"
             raise BundleError(
                 f"{model}: {what} {name!r} is (batch, {actual}) in the model but (batch, {size}) in the manifest"
+            )
+    produced = {manifest.step_output: output_width(manifest), **{s.output: s.size for s in manifest.states}}
+    for name, size in produced.items():
+        actual = outputs.get(name)
+        if actual is not None and actual != size:
+            source = f" ({_output_width_source(manifest)})" if name == manifest.step_output else ""
+            raise BundleError(
+                f"{model}: output {name!r} is (batch, {actual}) in the model but (batch, {size}) in the manifest"
+                f"{source}"
             )
 
 

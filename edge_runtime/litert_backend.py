@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.bundle import BundleError, Manifest, check_input_widths
+from edge_runtime.bundle import BundleError, Manifest, check_widths
 
 
 def litert_available() -> bool:
@@ -37,8 +37,12 @@ class LiteRtStepBackend:
                 f"{model_path}: model signature {signature} does not match the manifest "
                 f"{sorted(wanted_in)} -> {sorted(wanted_out)}"
             )
-        last = {name: int(d["shape_signature"][-1]) for name, d in self.runner.get_input_details().items()}
-        check_input_widths(model_path, manifest, {name: size if size >= 0 else None for name, size in last.items()})
+        check_widths(
+            model_path,
+            manifest,
+            _last_dims(self.runner.get_input_details()),
+            _last_dims(self.runner.get_output_details()),
+        )
         self.input_name = manifest.step_input
         self.state_inputs = [s.input for s in manifest.states]
         self.state_sizes = [s.size for s in manifest.states]
@@ -52,3 +56,9 @@ class LiteRtStepBackend:
         feeds.update(zip(self.state_inputs, states, strict=True))
         out = self.runner(**feeds)
         return out[self.output_names[0]], [out[name] for name in self.output_names[1:]]
+
+
+def _last_dims(details: dict[str, dict]) -> dict[str, int | None]:
+    """Per tensor, its last dimension when the model fixes it (LiteRT marks a free size -1), else None."""
+    last = {name: int(d["shape_signature"][-1]) if len(d["shape_signature"]) else -1 for name, d in details.items()}
+    return {name: size if size >= 0 else None for name, size in last.items()}

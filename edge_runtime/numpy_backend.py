@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.bundle import BundleError, Manifest, check_input_widths
+from edge_runtime.bundle import BundleError, Manifest, check_widths
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -86,7 +86,8 @@ class NumpyStepBackend:
         widths = {manifest.step_input: self.layers[0]["kernel"].shape[0]} if self.layers else {}
         for index, state in enumerate(manifest.states):
             widths[state.input] = self.layers[index // self.per_layer]["recurrent_kernel"].shape[0]
-        check_input_widths(weights_path, manifest, widths)
+        outputs = {manifest.step_output: self.head_kernel.shape[-1]} if self.head_kernel.ndim == 2 else {}
+        check_widths(weights_path, manifest, widths, outputs)
         if manifest.head_activation not in HEAD_ACTIVATIONS:
             raise BundleError(
                 f"the numpy reference has no head activation {manifest.head_activation!r} "

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edge_runtime.bundle import BundleError, Manifest, check_input_widths
+from edge_runtime.bundle import BundleError, Manifest, check_widths
 
 
 class OnnxStepBackend:
@@ -35,8 +35,11 @@ class OnnxStepBackend:
                 f"{model_path}: model inputs/outputs {sorted(inputs)} -> {sorted(outputs)} do not match the "
                 f"manifest {sorted(wanted_in)} -> {sorted(wanted_out)}"
             )
-        check_input_widths(
-            model_path, manifest, {i.name: _fixed(i.shape[-1]) if i.shape else None for i in self.session.get_inputs()}
+        check_widths(
+            model_path,
+            manifest,
+            {i.name: _fixed(i.shape[-1]) if i.shape else None for i in self.session.get_inputs()},
+            {o.name: _fixed(o.shape[-1]) if o.shape else None for o in self.session.get_outputs()},
         )
         self.input_name = manifest.step_input
         self.state_inputs = [s.input for s in manifest.states]

@@ -314,7 +314,8 @@ def _features_raw(config: RunConfig, scaled: np.ndarray) -> np.ndarray:
 
 
 def _manifest_stub(config: RunConfig, step) -> Manifest:
-    """The few manifest facts the numpy reference needs before the real manifest exists."""
+    """The few manifest facts the numpy reference needs before the real manifest exists (the task and classes
+    too: they make the output width it checks the weights against)."""
     return Manifest(
         config.cell,
         config.layers,
@@ -332,6 +333,8 @@ def _manifest_stub(config: RunConfig, step) -> Manifest:
         (),
         GoldenSpec("", 0, 0, 0),
         {},
+        task=config.task,
+        classes=config.classes,
     )
 
 

@@ -192,3 +192,44 @@ def test_a_parity_report_that_checked_nothing_does_not_pass(tiny_bundle: Trained
     checked = ArtifactParity(skipped[0].artifact, "numpy", "elementwise", "pass")
     one_pass = ParityReport(bundle.digest, (*skipped, checked))
     assert one_pass.passed and one_pass.summary().startswith("parity passed: 1 artifact/runtime pairs")
+
+
+@pytest.mark.parametrize(
+    ("backend", "model"), [("onnxruntime", "step.onnx"), ("litert", "step.tflite"), ("numpy", "step.weights.npz")]
+)
+@pytest.mark.parametrize("horizon", [1, 3])
+def test_an_output_width_the_model_does_not_give_is_refused_at_load(
+    tiny_bundle: TrainedBundle, tmp_path: Path, capsys, backend: str, model: str, horizon: int
+) -> None:
+    """The tiny model forecasts 2 steps of 1 target: a manifest saying another horizon used to crash the run at
+    the first forecast (3) or publish misread forecasts (1)."""
+    bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
+    edit_manifest(bundle, lambda m: m["model"].update(horizon=horizon))
+    rows = write_rows(tmp_path / "rows.csv", 1200, 30)
+    line = one_line_error(capsys, ["run", str(bundle), "--source", f"csv:{rows}", "--backend", backend])
+    assert (
+        f"{model}: output 'forecast' is (batch, 2) in the model but (batch, {horizon}) in the manifest "
+        f"(model.horizon {horizon} x 1 data.targets)"
+    ) in line
+    line = one_line_error(capsys, ["parity", str(bundle)])
+    assert (
+        f"golden array 'forecast' has shape (2, 32, 2) float32, the manifest implies float (2, 32, {horizon})" in line
+    )
+
+
+@pytest.mark.parametrize(("classes", "width"), [(("fault", "normal"), 1), (("a", "b", "c"), 3)])
+def test_the_exporters_calibration_manifest_gives_a_classifiers_output_width(
+    tiny_bundle: TrainedBundle, classes: tuple[str, ...], width: int
+) -> None:
+    """int8-static calibration runs the numpy reference on a stub manifest: without the task and classes it
+    would say a classifier outputs 0 values, and the output-width check would refuse the exporter's own model."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from edge_runtime.bundle import load_bundle, output_width
+    from export.bundle_export import _manifest_stub
+    from trainer.run_dir import RunConfig
+
+    config = replace(RunConfig.load(tiny_bundle.run_dir), task="classify", classes=classes, targets=())
+    stub = _manifest_stub(config, SimpleNamespace(states=load_bundle(tiny_bundle.bundle_dir).manifest.states))
+    assert (stub.task, stub.classes, output_width(stub)) == ("classify", classes, width)
