@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 # MQTT protocol levels (paho's MQTTv311 and MQTTv5); paho itself, and ssl with it, is imported only when a client
 # is made: a run without MQTT does without their 9 MB
 PROTOCOLS = {"3.1.1": 4, "5": 5}
+MAX_KEEPALIVE = 65535  # CONNECT carries it in 16 bits: paho fails only at connect, after the run has spooled
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,10 @@ class MqttSettings:
         _ = self.address
         if self.protocol not in PROTOCOLS:
             raise RnnedgeError(f"MQTT protocol {self.protocol!r} is not supported (supported: 3.1.1, 5)")
-        if self.keepalive < 0:
-            raise RnnedgeError(f"MQTT keepalive must be >= 0 seconds, got {self.keepalive}")
+        if not 0 <= self.keepalive <= MAX_KEEPALIVE:
+            raise RnnedgeError(
+                f"MQTT keepalive (mqtt.keepalive) must be 0-{MAX_KEEPALIVE} seconds, got {self.keepalive}"
+            )
         return self
 
     def client(self, client_id: str) -> mqtt.Client:

@@ -66,10 +66,11 @@ def test_numeric_anomaly_and_drift_tables_still_load(tmp_path: Path) -> None:
     ("mqtt", "expected"),
     [
         ('url = "mqtt://h:0"', "broker URL 'mqtt://h:0' has an invalid port (expected 1-65535)"),
-        ('url = "mqtt://h"\nkeepalive = -1', "MQTT keepalive must be >= 0 seconds, got -1"),
+        ('url = "mqtt://h"\nkeepalive = -1', "MQTT keepalive (mqtt.keepalive) must be 0-65535 seconds, got -1"),
+        ('url = "mqtt://h"\nkeepalive = 70000', "MQTT keepalive (mqtt.keepalive) must be 0-65535 seconds, got 70000"),
         ('url = "mqtt://h"\nprotocol = "4"', "MQTT protocol '4' is not supported (supported: 3.1.1, 5)"),
     ],
-    ids=["port-0", "negative-keepalive", "protocol"],
+    ids=["port-0", "negative-keepalive", "keepalive-beyond-16-bits", "protocol"],
 )
 def test_broker_settings_are_checked_before_the_bundle_is_loaded(
     tmp_path: Path, capsys, mqtt: str, expected: str
