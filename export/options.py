@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edge_runtime.bundle import FORMATS, MANIFEST_NAME, PRECISIONS
 from edge_runtime.errors import RnnedgeError
+from edge_runtime.signing import load_private_key
 
 DEFAULT_OPSET = 15
 SUPPORTED_OPSETS = range(11, 19)  # tf2onnx 1.17 refuses 19 and later
@@ -35,8 +36,10 @@ class ExportOptions:
                 f"ONNX opset {self.opset} is not supported "
                 f"(supported: {SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1})"
             )
-        if self.signing_key is not None and not self.signing_key.is_file():
-            raise RnnedgeError(f"{self.signing_key}: no such key file (make one with 'rnnedge keygen')")
+        if self.signing_key is not None:
+            if not self.signing_key.is_file():
+                raise RnnedgeError(f"{self.signing_key}: no such key file (make one with 'rnnedge keygen')")
+            load_private_key(self.signing_key)  # a public key or any other file: refused before TensorFlow starts
 
 
 def check_output(out: Path) -> None:

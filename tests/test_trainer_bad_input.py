@@ -186,6 +186,8 @@ def test_demo_checks_its_arguments_before_training(extra: list[str], expected: s
         (["export", "d", "--out", "b"], "d: not a run directory"),
         (["export", "d", "--out", "b", "--opset", "30"], "ONNX opset 30 is not supported (supported: 11-18)"),
         (["export", "d", "--out", "b", "--sign", "no.key"], "no.key: no such key file"),
+        (["export", "d", "--out", "b", "--sign", "fleet.pub"], "fleet.pub: not a readable unencrypted PEM private"),
+        (["export", "d", "--out", "b", "--sign", "data.csv"], "data.csv: not a readable unencrypted PEM private"),
         (["export", "d", "--out", "b", "--formats", "tflit"], "unknown format 'tflit'"),
     ],
     ids=[
@@ -199,6 +201,8 @@ def test_demo_checks_its_arguments_before_training(extra: list[str], expected: s
         "export-no-run-dir",
         "export-opset",
         "export-missing-key",
+        "export-public-key",
+        "export-key-not-a-key",
         "export-format",
     ],
 )
@@ -208,7 +212,10 @@ def test_a_user_error_is_the_only_line_on_stderr(argv: list[str], expected: str,
 
     from conftest import RNNEDGE
 
+    from edge_runtime.signing import generate_keypair
+
     (tmp_path / "data.csv").write_text("t,value\n" + "".join(f"2024-01-01 00:{i:02d}:00,{i}\n" for i in range(60)))
+    generate_keypair(tmp_path / "fleet")
     result = subprocess.run([*RNNEDGE, *argv], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.splitlines()
