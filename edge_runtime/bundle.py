@@ -201,7 +201,7 @@ class Manifest:
         time_column = _field(data, "time_column", "data")
         if not _list(_field(doc, "artifacts", ""), "artifacts"):
             raise BundleError("artifacts is empty: the bundle has no model to run or verify")
-        return cls(
+        manifest = cls(
             task=_str(model.get("task", "forecast"), "model.task"),
             classes=_strings(model.get("classes", []), "model.classes"),
             head_activation=_str(model.get("head_activation", "linear"), "model.head_activation"),
@@ -243,6 +243,8 @@ class Manifest:
                 for name, entry in _object(_field(doc, "files", ""), "files").items()
             },
         )
+        _check_agreement(manifest)
+        return manifest
 
     def artifact(self, format: str, precision: str = "float32", kind: str = "step") -> Artifact:
         for artifact in self.artifacts:
@@ -250,6 +252,45 @@ class Manifest:
                 return artifact
         have = ", ".join(f"{a.kind} {a.format}/{a.precision}" for a in self.artifacts) or "none"
         raise BundleError(f"the bundle has no {kind} model in {format}/{precision} (it has: {have})")
+
+
+def _check_agreement(manifest: Manifest) -> None:
+    """Refuse fields that are each well-typed but contradict each other: the runtime would otherwise fail on
+    them mid-stream (a missing scaler column, a differenced column that is no input) or the parity gate would
+    judge nothing. Every bundle the exporter writes satisfies these."""
+    features, targets = manifest.features, manifest.targets
+    for role, names in (("feature", features), ("target", targets)):
+        for name in names:
+            if name not in manifest.scaler:
+                raise BundleError(f"data.scaler.columns has no entry for the {role} {name!r}: it cannot be scaled")
+    for name in manifest.differenced:
+        if name not in features:
+            raise BundleError(
+                f"data.differenced names {name!r}, which is not in data.features ({', '.join(features) or 'none'})"
+            )
+    if manifest.relative_to_last:
+        for name in targets:
+            if name not in features:
+                raise BundleError(
+                    f"data.relative_to_last is true but the target {name!r} is not in data.features: a relative "
+                    "forecast is an offset from the target's last observed value"
+                )
+    for name in manifest.anomaly:
+        if name not in targets:
+            raise BundleError(
+                f"anomaly has parameters for {name!r}, which is not in data.targets ({', '.join(targets) or 'none'})"
+            )
+    warmup, task_steps = manifest.warmup_steps, manifest.golden.task_steps
+    if manifest.task == "classify" and task_steps <= warmup:
+        raise BundleError(
+            f"golden.task_steps {task_steps} must exceed model.warmup_steps {warmup}: "
+            "the task check judges the outputs after the warm-up"
+        )
+    if manifest.task != "classify" and task_steps <= warmup + manifest.horizon:
+        raise BundleError(
+            f"golden.task_steps {task_steps} must exceed model.warmup_steps {warmup} + model.horizon "
+            f"{manifest.horizon}: the task check judges the forecasts after the warm-up whose future is recorded"
+        )
 
 
 def _shown(value: Any) -> str:

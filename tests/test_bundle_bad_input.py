@@ -233,3 +233,80 @@ def test_the_exporters_calibration_manifest_gives_a_classifiers_output_width(
     config = replace(RunConfig.load(tiny_bundle.run_dir), task="classify", classes=classes, targets=())
     stub = _manifest_stub(config, SimpleNamespace(states=load_bundle(tiny_bundle.bundle_dir).manifest.states))
     assert (stub.task, stub.classes, output_width(stub)) == ("classify", classes, width)
+
+
+def _target_not_an_input(relative: bool):
+    """The tiny bundle forecasting a column it does not read ('other'), relative to its last value or not."""
+
+    def edit(manifest: dict) -> None:
+        data = manifest["data"]
+        data.update(targets=["other"], relative_to_last=relative)
+        data["scaler"]["columns"]["other"] = {"mean": 20.0, "std": 4.0}
+        manifest["anomaly"] = {"other": manifest["anomaly"]["value"]}
+        manifest["drift"] = None
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            lambda m: m["data"]["scaler"].update(columns={}),
+            "data.scaler.columns has no entry for the feature 'value': it cannot be scaled",
+        ),
+        (
+            lambda m: (_target_not_an_input(False)(m), m["data"]["scaler"]["columns"].pop("other")),
+            "data.scaler.columns has no entry for the target 'other': it cannot be scaled",
+        ),
+        (_target_not_an_input(False), None),  # the exporter writes such bundles (a target that is not an input)
+        (
+            lambda m: m["data"].update(differenced=["zzz"]),
+            "data.differenced names 'zzz', which is not in data.features (value)",
+        ),
+        (
+            _target_not_an_input(True),
+            "data.relative_to_last is true but the target 'other' is not in data.features",
+        ),
+        (
+            lambda m: m["model"].update(warmup_steps=120),
+            "golden.task_steps 120 must exceed model.warmup_steps 120 + model.horizon 2",
+        ),
+        (
+            lambda m: m["model"].update(warmup_steps=118),
+            "golden.task_steps 120 must exceed model.warmup_steps 118 + model.horizon 2",
+        ),
+        (
+            lambda m: m["anomaly"].update(zzz=m["anomaly"]["value"]),
+            "anomaly has parameters for 'zzz', which is not in data.targets (value)",
+        ),
+    ],
+    ids=[
+        "no-scaler-column",
+        "no-scaler-column-target",
+        "target-not-input-absolute",
+        "differenced-not-feature",
+        "relative-target-not-input",
+        "warmup-covers-task",
+        "warmup-leaves-no-known-future",
+        "anomaly-not-target",
+    ],
+)
+def test_manifest_fields_that_contradict_each_other_are_refused_at_load(
+    tiny_bundle: TrainedBundle, tmp_path: Path, capsys, edit, expected: str | None
+) -> None:
+    """Each field is well-typed, but together they crashed the runtime (KeyError, tuple.index) or the parity
+    gate (a reshape of no rows): refused when the manifest is read, by every command, nothing written."""
+    bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
+    edit_manifest(bundle, edit)
+    rows = write_rows(tmp_path / "rows.csv", 1200, 30)
+    run = ["run", str(bundle), "--source", f"csv:{rows}", "--backend", "numpy"]
+    if expected is None:
+        assert main(run) == 0
+        messages = [json.loads(line)["message"] for line in capsys.readouterr().out.strip().splitlines()]
+        assert len(messages) == 30 - 4 and set(messages[0]["forecast"]) == {"other"}
+        return
+    before = sorted(p.name for p in bundle.iterdir())
+    for argv in (["parity", str(bundle)], run):
+        assert f"manifest.json: {expected}" in one_line_error(capsys, argv)
+    assert sorted(p.name for p in bundle.iterdir()) == before
