@@ -23,10 +23,15 @@ import paho.mqtt.client as mqtt
 
 from edge_runtime.errors import RnnedgeError
 from edge_runtime.mqtt_client import MqttSettings
-from edge_runtime.spool import Spool
+from edge_runtime.spool import Spool, SpooledMessage
 
 ONLINE, OFFLINE = "online", "offline"
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 15.0  # the wait before the next attempt doubles from min to max
+# MQTT 5 PUBACK reason codes that refuse a message for now, not for good: unspecified error, packet identifier in
+# use, quota exceeded. Such a message stays in the spool and is sent again after DEFER_S; any other failure code
+# (0x87 not authorized, 0x90 topic name invalid, 0x99 payload format invalid, ...) would refuse it again.
+TRANSIENT_REFUSALS = frozenset({0x80, 0x91, 0x97})
+DEFER_S = 1.0
 
 
 class SpooledPublisher:
@@ -41,13 +46,16 @@ class SpooledPublisher:
         self.spool = spool
         self.window = window
         self.connects = 0
-        self.rejected_by_broker = 0
-        self.delivered = 0  # messages the broker acknowledged (refused ones included: they were settled)
+        self.rejected_by_broker = 0  # MQTT 5: refused for good (e.g. by the broker's ACL): dropped, counted
+        self.deferred_by_broker = 0  # MQTT 5: refused for now (e.g. quota exceeded): kept and sent again
+        self.delivered = 0  # spooled messages settled: acknowledged, or refused for good
         self.last_problem = ""  # why the last connection attempt failed, for the operator (never a secret)
         self._connected = False
-        self._acks: list[int] = []  # mids the broker acknowledged since the last pump
-        self._refused: set[int] = set()  # ... of which it refused these (MQTT 5 reason codes)
-        self._inflight: dict[int, int] = {}  # paho mid -> spool id
+        self._acks: list[tuple[int, int]] = []  # (mid, MQTT 5 failure code or 0) acknowledged since the last pump
+        self._inflight: dict[int, SpooledMessage | None] = {}  # paho mid -> the spooled message (None: direct)
+        self._direct: list[tuple[str, str | bytes, bool]] = []  # status, replies, retained configuration to send
+        self._deferred: list[SpooledMessage] = []  # refused for now: sent again once DEFER_S have passed
+        self._deferred_until = 0.0
         self._cursor = 0
         self._broker_window = window
         self.on_connected: list = []  # callables run by pump after each (re)connection
@@ -92,7 +100,7 @@ class SpooledPublisher:
         # (mosquitto then drops the connection), so the window never exceeds it.
         self._broker_window = getattr(properties, "ReceiveMaximum", None) or self.window
         self.connects += 1
-        client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+        self._direct.insert(0, (self.status_topic, ONLINE, True))  # sent by pump, within the window
         for topic in self.subscriptions:
             client.subscribe(topic, qos=1)
         self._connected = True
@@ -111,18 +119,25 @@ class SpooledPublisher:
         for topic, payload in messages:
             self.publish_now(topic, payload, retain=True)
 
-    def publish_now(self, topic: str, payload: str | bytes, retain: bool = False) -> mqtt.MQTTMessageInfo:
-        """Publish at QoS 1 without the spool (replies to commands, retained configuration)."""
-        self._settle_connecting(wait=True)
-        return self.client.publish(topic, payload, qos=1, retain=retain)
+    def publish_now(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
+        """Publish at QoS 1 without the spool (replies to commands, retained configuration): at once when
+        connected and the window has room, else from a later pump. Never waits for a connection attempt."""
+        self._direct.append((topic, payload, retain))
+        self._publish_direct()
+
+    def _publish_direct(self) -> None:
+        # connected implies that no connection attempt is running: the client is this thread's
+        while self._direct and self.connected and len(self._inflight) < self._limit:
+            topic, payload, retain = self._direct.pop(0)
+            info = self.client.publish(topic, payload, qos=1, retain=retain)
+            self._inflight[info.mid] = None
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._connected = False
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
-        if reason is not None and reason.is_failure:  # MQTT 5: e.g. 0x87 not authorized by the broker's ACL
-            self._refused.add(mid)
-        self._acks.append(mid)
+        failed = reason is not None and reason.is_failure  # MQTT 5 only: e.g. 0x87 not authorized by the ACL
+        self._acks.append((mid, reason.value if failed else 0))
 
     # the caller's thread -----------------------------------------------------------------------------------
     def start(self, wait: float = 0.0) -> None:
@@ -138,14 +153,14 @@ class SpooledPublisher:
         while wait and not self.connected and time.monotonic() < deadline:
             self._service(timeout=0.01)
 
-    def _settle_connecting(self, wait: bool) -> bool:
-        """True once no connection attempt is running (waiting for it when `wait`): until then the client
+    def _settle_connecting(self, wait: float = 0.0) -> bool:
+        """True once no connection attempt is running (waiting up to `wait` s for it): until then the client
         belongs to the connecting thread."""
         attempt = self._connecting
         if attempt is None:
             return True
-        if wait:
-            attempt.join()
+        if wait > 0:
+            attempt.join(wait)
         if attempt.is_alive():
             return False
         self._connecting = None
@@ -160,7 +175,7 @@ class SpooledPublisher:
     def _service(self, timeout: float = 0.0) -> None:
         """The client's network I/O: read what arrived (acknowledgements, commands), write what is queued, keep
         the connection alive; start a connection attempt when there is none and its time has come."""
-        if not self._settle_connecting(wait=False):
+        if not self._settle_connecting():
             return
         client = self.client
         sock = client.socket()
@@ -191,6 +206,11 @@ class SpooledPublisher:
     def reconnects(self) -> int:
         return max(0, self.connects - 1)
 
+    @property
+    def _limit(self) -> int:
+        """Messages in flight at most: ours, and the broker's (MQTT 5 Receive Maximum), whichever is lower."""
+        return min(self.window, self._broker_window)
+
     def enqueue(self, messages: list[tuple[str, str | bytes]]) -> None:
         if messages:
             self.spool.append_many(messages)
@@ -204,23 +224,37 @@ class SpooledPublisher:
             for callback in self.on_connected:
                 callback()
         acks, self._acks = self._acks, []
-        settled = [spool_id for mid in acks if (spool_id := self._inflight.pop(mid, None)) is not None]
-        self.rejected_by_broker += len(self._refused)
-        self._refused.clear()
+        settled = []
+        for mid, failure in acks:
+            message = self._inflight.pop(mid, None)
+            if failure in TRANSIENT_REFUSALS and message is not None:
+                self._deferred.append(message)
+                self.deferred_by_broker += 1
+                self._deferred_until = time.monotonic() + DEFER_S
+                continue
+            self.rejected_by_broker += failure != 0
+            if message is not None:  # refused for good is settled too: sending it again would be refused again
+                settled.append(message.id)
         self.delivered += len(settled)
         if settled:
-            self.spool.mark_acked(settled)  # a refused message is settled too: retrying would be refused again
+            self.spool.mark_acked(settled)
         if not self.connected:
             return
-        room = min(self.window, self._broker_window) - len(self._inflight)
-        if room <= 0:
-            return
-        for message in self.spool.pending(after=self._cursor, limit=room):
+        self._publish_direct()
+        room = self._limit - len(self._inflight)
+        if self._deferred and time.monotonic() >= self._deferred_until:
+            again, self._deferred = self._deferred[: max(room, 0)], self._deferred[max(room, 0) :]
+            self._publish_spooled(again)
+            room -= len(again)
+        if room > 0:
+            self._publish_spooled(self.spool.pending(after=self._cursor, limit=room))
+
+    def _publish_spooled(self, messages: list[SpooledMessage]) -> None:
+        for message in messages:
+            # when the connection drops meanwhile paho keeps the message (NO_CONN) and sends it after reconnecting
             info = self.client.publish(message.topic, message.payload, qos=1, retain=message.retain)
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                break  # paho's queue refused it: it stays in the spool for the next pump
-            self._inflight[info.mid] = message.id
-            self._cursor = message.id
+            self._inflight[info.mid] = message
+            self._cursor = max(self._cursor, message.id)
 
     def close(self, drain_timeout: float) -> int:
         """Publish what the spool holds (up to `drain_timeout` s), then `offline`, and disconnect.
@@ -232,7 +266,8 @@ class SpooledPublisher:
             if self.spool.stats().messages == 0 and not self._inflight:
                 break
             self._service(timeout=0.01)
-        self._settle_connecting(wait=True)
+        if not self._settle_connecting(wait=max(deadline - time.monotonic(), 1.0)):
+            return self.spool.stats().messages  # still connecting: no DISCONNECT, so a session ends with our will
         if self.connected:
             info = self.client.publish(self.status_topic, OFFLINE, qos=1, retain=True)
             offline_by = max(deadline, time.monotonic() + 1.0)

@@ -203,6 +203,7 @@ class Runtime:
                 "connected": self.broker.connected,
                 "reconnects": self.broker.reconnects,
                 "rejected_by_broker": self.broker.rejected_by_broker,
+                "deferred_by_broker": self.broker.deferred_by_broker,
             }
         return metrics_message(
             boot=self.boot,

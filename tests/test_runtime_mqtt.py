@@ -96,6 +96,48 @@ def test_three_broker_restarts_in_a_20000_sample_stream_lose_nothing(
     assert len(seqs) >= expected  # duplicates are allowed (QoS 1), losses are not
 
 
+def test_a_frozen_broker_is_noticed_by_keepalive_and_nothing_is_lost(
+    tiny_bundle: TrainedBundle, tmp_path: Path
+) -> None:
+    """The broker stops answering without closing the connection (SIGSTOP: the kernel still accepts connections for
+    it): the keepalive, kept by the runtime's own loop, must notice, reconnect and deliver everything."""
+    broker = Mosquitto(tmp_path / "broker", free_port(), persistent=True)
+    broker.workdir.mkdir()
+    broker.start()
+    recorder = Recorder(broker.port, "plant/#", durable=True)
+    csv = synthetic_csv(tmp_path / "wave.csv", 20_000)
+    config = tmp_path / "device.toml"
+    config.write_text(f'[mqtt]\nurl = "{broker.url}"\nkeepalive = 2\n')
+    runtime = subprocess.Popen(
+        run_args(
+            tiny_bundle.bundle_dir,
+            *("--config", str(config), "--source", f"csv:{csv}", "--pace", "2500"),
+            *("--spool", str(tmp_path / "spool"), "--drain-timeout", "60"),
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2.0)
+        broker.process.send_signal(signal.SIGSTOP)
+        time.sleep(7.0)
+        broker.process.send_signal(signal.SIGCONT)
+        _, stderr = runtime.communicate(timeout=180)
+        assert runtime.returncode == 0, stderr
+        expected = 20_000 - WARMUP
+        assert wait_until(lambda: len(set(forecast_seqs(recorder))) >= expected, 60)
+        recorder.settle()
+    finally:
+        runtime.kill()
+        recorder.close()
+        broker.process.send_signal(signal.SIGCONT)
+        broker.stop()
+    assert sorted(set(forecast_seqs(recorder))) == list(range(expected))
+    # the freeze was noticed (the runtime's own metrics said so); everything arrived, so it connected again
+    assert any(m["mqtt"]["connected"] is False for m in recorder.json_on("/metrics"))
+
+
 def test_sigkill_mid_stream_then_restart_delivers_the_spooled_forecasts(
     tiny_bundle: TrainedBundle, tmp_path: Path
 ) -> None:

@@ -1,0 +1,116 @@
+"""MQTT 5 acknowledgements that refuse a publish: refused for good (0x87 not authorized) is dropped and counted,
+refused for now (0x97 quota exceeded) stays in the spool and is sent again.
+
+mosquitto cannot be made to answer a publish with "quota exceeded", so the broker here is a minimal MQTT 5 server
+written for this test: it speaks just enough of the protocol (CONNECT, PUBLISH at QoS 1, PINGREQ, DISCONNECT) and
+decides each acknowledgement from the payload.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+from edge_runtime.mqtt_client import MqttSettings
+from edge_runtime.mqtt_publisher import SpooledPublisher
+from edge_runtime.spool import Spool
+
+QUOTA_EXCEEDED, NOT_AUTHORIZED = 0x97, 0x87
+
+
+class RefusingBroker:
+    """Accepts one client; acknowledges `refuse_once` payloads with 0x97 the first time and `refuse_always`
+    payloads with 0x87 every time; records the payloads it accepted, in order."""
+
+    def __init__(self, refuse_once: set[bytes], refuse_always: set[bytes]) -> None:
+        self.refuse_once, self.refuse_always = set(refuse_once), refuse_always
+        self.accepted: list[bytes] = []
+        self.refusals: list[tuple[bytes, int]] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        connection, _ = self._listener.accept()
+        with connection, connection.makefile("rb") as stream:
+            while packet := _read_packet(stream):
+                kind, body = packet
+                if kind == 0x10:  # CONNECT -> CONNACK: session not present, success, no properties
+                    connection.sendall(b"\x20\x03\x00\x00\x00")
+                elif kind == 0x30:  # PUBLISH, QoS 1 (flags in the low nibble)
+                    connection.sendall(self._puback(body))
+                elif kind == 0xC0:  # PINGREQ
+                    connection.sendall(b"\xd0\x00")
+                elif kind == 0xE0:  # DISCONNECT
+                    return
+
+    def _puback(self, body: bytes) -> bytes:
+        topic_length = int.from_bytes(body[:2], "big")
+        packet_id = body[2 + topic_length : 4 + topic_length]
+        properties_length, used = _varint(body, 4 + topic_length)
+        payload = body[4 + topic_length + used + properties_length :]
+        reason = 0
+        if payload in self.refuse_always:
+            reason = NOT_AUTHORIZED
+        elif payload in self.refuse_once:
+            self.refuse_once.discard(payload)
+            reason = QUOTA_EXCEEDED
+        if reason:
+            self.refusals.append((payload, reason))
+            return b"\x40\x04" + packet_id + bytes([reason, 0])
+        self.accepted.append(payload)
+        return b"\x40\x02" + packet_id
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value, shift, used = 0, 0, 0
+    while True:
+        byte = data[at + used]
+        used += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, used
+
+
+def _read_packet(stream) -> tuple[int, bytes] | None:
+    header = stream.read(1)
+    if not header:
+        return None
+    length, shift = 0, 0
+    while True:
+        byte = stream.read(1)[0]
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    return header[0] & 0xF0, stream.read(length)
+
+
+def test_refused_for_now_is_sent_again_and_refused_for_good_is_dropped(tmp_path: Path) -> None:
+    broker = RefusingBroker(refuse_once={b"m2", b"m3"}, refuse_always={b"m4"})
+    spool = Spool.open(tmp_path / "spool.db", 1 << 20)
+    spool.append_many([("plant/forecast/s", f"m{i}") for i in range(6)])
+    publisher = SpooledPublisher(
+        MqttSettings(f"mqtt://127.0.0.1:{broker.port}", protocol="5"), "refusals", "plant/status", spool
+    )
+    try:
+        publisher.start(wait=10)
+        assert publisher.connected
+        deadline = time.monotonic() + 15
+        while spool.stats().messages and time.monotonic() < deadline:
+            publisher.pump()
+            time.sleep(0.01)
+        assert spool.stats().messages == 0
+        assert publisher.deferred_by_broker == 2 and publisher.rejected_by_broker == 1
+        assert publisher.delivered == 6  # five acknowledged, one settled by its refusal for good
+    finally:
+        publisher.close(drain_timeout=1)
+        spool.close()
+    forecasts = [p for p in broker.accepted if p.startswith(b"m")]
+    assert sorted(forecasts) == [b"m0", b"m1", b"m2", b"m3", b"m5"]  # m2 and m3 on their second sending
+    assert forecasts.index(b"m2") > forecasts.index(b"m5")
+    assert broker.refusals == [(b"m2", QUOTA_EXCEEDED), (b"m3", QUOTA_EXCEEDED), (b"m4", NOT_AUTHORIZED)]
+    assert broker.accepted[0] == b"online"  # the retained status went first
