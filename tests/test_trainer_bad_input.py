@@ -179,6 +179,8 @@ def test_demo_checks_its_arguments_before_training(extra: list[str], expected: s
         (["train", "missing.csv", "--target", "x", "--out", "d"], "missing.csv: no such file"),
         (["train", "data.csv", "--target", "nope", "--out", "d"], "data.csv: no column 'nope' (columns: t, value)"),
         (["train", "data.csv", "--target", "value", "--out", "data.csv"], "--out data.csv exists and is not a dir"),
+        (["train", "data.csv", "--target", "value", "--out", "bundle"], "--out bundle is a bundle (it holds manifest"),
+        (["sweep", "data.csv", "--target", "value", "--out", "data.csv"], "--out data.csv exists and is not a dir"),
         (["sweep", "missing.csv", "--target", "x", "--out", "d"], "missing.csv: no such file"),
         (["sweep", "data.csv", "--target", "value", "--cells", "lstm", "foo", "--out", "d"], "unknown cell 'foo'"),
         (["eval", "nab", "--data", "nab", "--out", "d", "--units", "0"], "--units 0: must be at least 1"),
@@ -194,6 +196,8 @@ def test_demo_checks_its_arguments_before_training(extra: list[str], expected: s
         "train-missing-csv",
         "train-missing-column",
         "train-out-is-a-file",
+        "train-out-is-a-bundle",
+        "sweep-out-is-a-file",
         "sweep-missing-csv",
         "sweep-bad-cell",
         "eval-nab-units",
@@ -216,12 +220,15 @@ def test_a_user_error_is_the_only_line_on_stderr(argv: list[str], expected: str,
 
     (tmp_path / "data.csv").write_text("t,value\n" + "".join(f"2024-01-01 00:{i:02d}:00,{i}\n" for i in range(60)))
     generate_keypair(tmp_path / "fleet")
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "manifest.json").write_text("{}")
     result = subprocess.run([*RNNEDGE, *argv], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("rnnedge: error: ") and expected in lines[0]
     assert not (tmp_path / "d").exists()
+    assert [p.name for p in (tmp_path / "bundle").iterdir()] == ["manifest.json"]
 
 
 def test_a_tensorflow_log_level_the_user_set_is_kept() -> None:

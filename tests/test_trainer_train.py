@@ -179,6 +179,9 @@ def test_cli_prints_cleaning_and_progress_unless_quiet(tmp_path: Path, capsys) -
     assert main([*args, "--no-plots", "--quiet", "--out", str(tmp_path / "quiet")]) == 0
     quiet = capsys.readouterr().out.strip().splitlines()
     assert len(quiet) == 1 and quiet[0].startswith("trained lstm [4] in ")
+    # training again into an earlier run directory is allowed: it is overwritten (only a bundle there is refused)
+    assert main([*args, "--units", "5", "--no-plots", "--quiet", "--out", str(tmp_path / "quiet")]) == 0
+    assert RunConfig.load(tmp_path / "quiet").layers == (5,)
 
 
 def test_plateau_control_halves_the_rate_stops_and_restores_the_best_weights() -> None:

@@ -65,10 +65,22 @@ def _options(args: argparse.Namespace, layers: tuple[int, ...], window: int) -> 
     )
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an --out that is a file or a bundle before TensorFlow is imported: runs written there would fail
+    late with a raw OS error, or mix into the bundle's files without a word. An earlier run directory is reused."""
+    from edge_runtime.bundle import MANIFEST_NAME
+
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a directory")
+    if (out / MANIFEST_NAME).is_file():
+        raise InputError(f"--out {out} is a bundle (it holds {MANIFEST_NAME}): choose another directory for the run")
+
+
 def _train(args: argparse.Namespace) -> int:
     require_extra("train", "train", TRAIN_MODULES)
     from trainer.train import train
 
+    _check_out(Path(args.out))
     options = _options(args, tuple(args.units), args.window)
     metrics = train(options, Path(args.out))
     test = metrics["test"]
@@ -92,6 +104,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from trainer.options import check_options, parse_layers
     from trainer.prepare import prepare
 
+    _check_out(Path(args.out))
     base = replace(_options(args, (1,), args.windows[0]), quiet=True)
     layer_options = tuple(parse_layers(u) for u in args.units)
     for cell, layers, window in itertools.product(args.cells, layer_options, args.windows):
@@ -190,7 +203,11 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> argparse._Argume
     model.add_argument("--stride", type=int, help="rows between training windows (default: window / 8)")
     model.add_argument("--seed", type=int, default=0)
     model.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    model.add_argument("--out", required=True, help="directory to write")
+    model.add_argument(
+        "--out",
+        required=True,
+        help="directory to write; the files of an earlier run there are overwritten (a bundle directory is refused)",
+    )
     return model
 
 
