@@ -262,14 +262,14 @@ class StreamEngine:
         if self.classes:
             for row, (sample, state) in enumerate(batch):
                 state.seen += 1
-                message = self._classification(sample, state, raw[row].tolist(), output[row])
+                message = self._classification(sample, state, list(sample.values), output[row])
                 if message is not None:
                     results.append(Forecast(sample.stream, message))
             return results
         forecast_units = self.scaler.forecast_units(output, scaled).tolist()  # [B][H][T]
         for row, (sample, state) in enumerate(batch):
             state.seen += 1
-            message = self._message(sample, state, raw[row].tolist(), forecast_units[row])
+            message = self._message(sample, state, list(sample.values), forecast_units[row])
             if message is not None:
                 results.append(Forecast(sample.stream, message))
         return results
