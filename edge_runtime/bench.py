@@ -34,6 +34,7 @@ MAX_BATCH = 65_536  # streams per call: far past any device's stream count, shor
 MAX_BATCH_SIZES = 16
 MAX_SECONDS = 60.0  # per batch size and artifact
 MAX_THREADS = 64
+REFUSED = "rnnedge: error: "  # how the child starts the line saying why it refused the bundle (exit status 2)
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,11 @@ def bench_bundle(
     bundle: Bundle, batches: tuple[int, ...] = DEFAULT_BATCHES, seconds: float = 0.5, threads: int = 1
 ) -> BenchReport:
     check_options(batches, seconds, threads)
+    for a in bundle.manifest.artifacts:  # as parity refuses it, and before any child is started
+        if a.format not in RUNTIME_OF_FORMAT:
+            raise RnnedgeError(
+                f"{a.file}: unknown artifact format {a.format!r} (supported: {', '.join(RUNTIME_OF_FORMAT)})"
+            )
     results = []
     for a in bundle.manifest.artifacts:
         backend = RUNTIME_OF_FORMAT.get(a.format, a.format)
@@ -223,10 +229,13 @@ def bench_bundle(
             results.append(replace(base, status="error", note=f"cannot start the measuring process: {exc}"))
             continue
         if done.returncode != 0:
-            reason = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-            if done.returncode == RnnedgeError.exit_code:  # the child refused the artifact: a bad bundle
-                raise RnnedgeError(reason)
-            results.append(replace(base, status="error", note=reason))
+            lines = done.stderr.strip().splitlines()
+            refusals = [line.removeprefix(REFUSED) for line in lines if line.startswith(REFUSED)]
+            # the child refused the artifact: a bad bundle. Exit status 2 alone is not that: Python also exits 2
+            # when it cannot open what it was asked to run
+            if done.returncode == RnnedgeError.exit_code and refusals:
+                raise RnnedgeError(refusals[-1])
+            results.append(replace(base, status="error", note=(refusals or lines or [f"exit {done.returncode}"])[-1]))
             continue
         measured = json.loads(done.stdout)
         measured["batches"] = tuple(BatchTiming(**b) for b in measured["batches"])
@@ -248,7 +257,7 @@ def _child_main() -> None:
     try:
         measured = measure_artifact(Path(args.bundle), args.file, batches, args.seconds, args.threads)
     except RnnedgeError as exc:
-        print(exc, file=sys.stderr)
+        print(f"{REFUSED}{exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     print(json.dumps(measured))
 

@@ -108,3 +108,35 @@ def test_a_corrupt_artifact_with_a_matching_sha256_is_a_one_line_error(
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"rnnedge: error: {bundle / 'step.onnx'}: ONNX Runtime cannot load the model")
+
+
+def test_an_artifact_of_an_unknown_format_is_refused_like_parity_refuses_it(
+    tiny_bundle: TrainedBundle, tmp_path: Path
+) -> None:
+    bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["artifacts"][0]["format"] = "pytorch"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    result = rnnedge(tmp_path, "bench", str(bundle), "--seconds", "0.02", "--batches", "1")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("rnnedge: error: ")
+    assert "unknown artifact format 'pytorch' (supported: onnx, tflite, numpy)" in result.stderr
+
+
+def test_a_child_that_python_could_not_start_is_an_error_row_not_a_bad_bundle(
+    tiny_bundle: TrainedBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python exits 2 when it cannot open what it should run: that is this machine's problem, not the bundle's."""
+    import sys
+
+    from edge_runtime.bench import bench_bundle
+
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\necho \"python: can't open file 'edge_runtime/bench.py'\" >&2\nexit 2\n")
+    python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(python))
+    report = bench_bundle(load_bundle(tiny_bundle.bundle_dir), (1,), 0.02)
+    measured = [r for r in report.results if r.status != "skipped"]
+    assert measured and all(r.status == "error" for r in measured)
+    assert {r.note for r in measured} == {"python: can't open file 'edge_runtime/bench.py'"}
