@@ -137,7 +137,8 @@ class DeployListener:
         self._worker.start()
 
     def on_message(self, payload: bytes) -> None:
-        """paho's network thread: hand the command over and return at once."""
+        """Called in the runtime's main loop, while its publisher's `pump()` reads the network: hand the command to
+        the worker and return at once, so forecasts and acknowledgements are not held up by an activation."""
         if self._commands.qsize() < MAX_PENDING:  # the one being activated has left the queue
             self._commands.put(payload)
         else:
