@@ -668,6 +668,15 @@ def limits(data: dict[str, Any]) -> list[str]:
             f"{loop:.0f} us per sample, the spool and paho's publish and PUBACK handling (about 40 us per message "
             "in paho's Python, MQTT 5 properties included)."
         )
+    if e2e is not None and e2e["runtime_peak_rss_mb"]["median"] > TARGETS["peak_rss_mb"]:
+        processes = data["processes"]
+        ort_only, json_lines = (processes[k]["peak_rss_mb"]["median"] for k in list(processes)[1:])
+        missed.append(
+            f"- Peak RSS with MQTT: python with onnxruntime and one step already takes {ort_only:.1f} MB here, most of "
+            "it the shared libraries' pages (numpy's OpenBLAS, onnxruntime); the same replay with JSON lines out, "
+            f"which loads neither paho nor ssl, peaks at {json_lines:.1f} MB. paho, ssl (libssl), sqlite and up to "
+            "1,000 messages in flight add the rest."
+        )
     if not missed:
         return []
     return ["", "What limits the missed targets, from the figures above:", "", *missed]
