@@ -27,6 +27,7 @@ from edge_runtime.spool import Spool, SpooledMessage
 
 ONLINE, OFFLINE = "online", "offline"
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 15.0  # the wait before the next attempt doubles from min to max
+CONNACK_TIMEOUT_S = 30.0  # a connection whose CONNECT got no answer by then is dropped and tried again
 # MQTT 5 PUBACK reason codes that refuse a message for now, not for good: unspecified error, packet identifier in
 # use, quota exceeded. Such a message stays in the spool and is sent again after DEFER_S; any other failure code
 # (0x87 not authorized, 0x90 topic name invalid, 0x99 payload format invalid, ...) would refuse it again.
@@ -65,6 +66,8 @@ class SpooledPublisher:
         self._connecting: threading.Thread | None = None
         self._next_attempt = 0.0  # monotonic time of the next connection attempt
         self._retry_delay = RECONNECT_MIN_S
+        self._attempt_started = 0.0  # monotonic time the last connection attempt began
+        self.connack_timeout = CONNACK_TIMEOUT_S
         client = settings.client(client_id)
         client.will_set(status_topic, OFFLINE, qos=1, retain=True)
         # the window is kept here (pump): paho's own limit scans every in-flight message at each acknowledgement
@@ -181,8 +184,15 @@ class SpooledPublisher:
         sock = client.socket()
         if sock is None:
             if time.monotonic() >= self._next_attempt:
+                self._attempt_started = time.monotonic()
                 self._connecting = threading.Thread(target=self._attempt_connection, name="mqtt-connect", daemon=True)
                 self._connecting.start()
+            return
+        if not self._connected and time.monotonic() - self._attempt_started > self.connack_timeout:
+            # paho's keepalive check covers this too, but not with keepalive 0
+            self.last_problem = f"the broker did not answer the connection within {self.connack_timeout:g} s"
+            client.disconnect()
+            self._retry_later()
             return
         try:
             readable, _, _ = select.select([sock], [sock] if client.want_write() else [], [], timeout)

@@ -1,9 +1,10 @@
-"""MQTT 5 acknowledgements that refuse a publish: refused for good (0x87 not authorized) is dropped and counted,
-refused for now (0x97 quota exceeded) stays in the spool and is sent again.
+"""The publisher against brokers that behave in ways mosquitto cannot be made to, so the servers here are minimal
+ones written for these tests, speaking just enough MQTT 5 (CONNECT, PUBLISH at QoS 1, PINGREQ, DISCONNECT):
 
-mosquitto cannot be made to answer a publish with "quota exceeded", so the broker here is a minimal MQTT 5 server
-written for this test: it speaks just enough of the protocol (CONNECT, PUBLISH at QoS 1, PINGREQ, DISCONNECT) and
-decides each acknowledgement from the payload.
+- MQTT 5 acknowledgements that refuse a publish: refused for good (0x87 not authorized) is dropped and counted,
+  refused for now (0x97 quota exceeded) stays in the spool and is sent again;
+- a server that accepts the TCP connection and never answers CONNECT: with keepalive 0, paho alone would wait
+  forever.
 """
 
 from __future__ import annotations
@@ -114,3 +115,36 @@ def test_refused_for_now_is_sent_again_and_refused_for_good_is_dropped(tmp_path:
     assert forecasts.index(b"m2") > forecasts.index(b"m5")
     assert broker.refusals == [(b"m2", QUOTA_EXCEEDED), (b"m3", QUOTA_EXCEEDED), (b"m4", NOT_AUTHORIZED)]
     assert broker.accepted[0] == b"online"  # the retained status went first
+
+
+def test_a_connect_nobody_answers_is_dropped_and_tried_again(tmp_path: Path) -> None:
+    accepted: list[socket.socket] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def accept_and_say_nothing() -> None:
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept_and_say_nothing, daemon=True).start()
+    spool = Spool.open(tmp_path / "spool.db", 1 << 20)
+    settings = MqttSettings(f"mqtt://127.0.0.1:{listener.getsockname()[1]}", protocol="5", keepalive=0)
+    publisher = SpooledPublisher(settings, "silent", "plant/status", spool)
+    publisher.connack_timeout = 0.5
+    try:
+        publisher.start()
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            publisher.pump()
+            time.sleep(0.01)
+        assert len(accepted) >= 2  # the first connection was given up and another one made
+        assert publisher.connects == 0 and not publisher.connected
+        assert publisher.last_problem == "the broker did not answer the connection within 0.5 s"
+    finally:
+        publisher.close(drain_timeout=0.1)
+        spool.close()
+        listener.close()
+        for connection in accepted:
+            connection.close()
