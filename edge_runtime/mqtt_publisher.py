@@ -17,7 +17,8 @@ import select
 import ssl
 import threading
 import time
-from typing import Any
+from collections import deque
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 
@@ -33,6 +34,17 @@ CONNACK_TIMEOUT_S = 30.0  # a connection whose CONNECT got no answer by then is 
 # (0x87 not authorized, 0x90 topic name invalid, 0x99 payload format invalid, ...) would refuse it again.
 TRANSIENT_REFUSALS = frozenset({0x80, 0x91, 0x97})
 DEFER_S = 1.0
+
+
+class Direct(NamedTuple):
+    """A message sent without the spool: the status, replies to commands, retained configuration."""
+
+    topic: str
+    payload: str | bytes
+    retain: bool
+
+
+Outgoing = SpooledMessage | Direct
 
 
 class SpooledPublisher:
@@ -53,10 +65,11 @@ class SpooledPublisher:
         self.last_problem = ""  # why the last connection attempt failed, for the operator (never a secret)
         self._connected = False
         self._acks: list[tuple[int, int]] = []  # (mid, MQTT 5 failure code or 0) acknowledged since the last pump
-        self._inflight: dict[int, SpooledMessage | None] = {}  # paho mid -> the spooled message (None: direct)
-        self._direct: list[tuple[str, str | bytes, bool]] = []  # status, replies, retained configuration to send
-        self._deferred: list[SpooledMessage] = []  # refused for now: sent again once DEFER_S have passed
-        self._deferred_until = 0.0
+        self._inflight: dict[int, Outgoing] = {}  # paho mid -> what was sent
+        self._direct: deque[Direct] = deque()  # waiting for the connection or for room in the window
+        # refused for now, with the time to send each again; they keep their place in the window, so a broker
+        # that keeps refusing holds back new messages (they wait in the spool) instead of filling memory
+        self._deferred: deque[tuple[float, Outgoing]] = deque()
         self._cursor = 0
         self._broker_window = window
         self.on_connected: list = []  # callables run by pump after each (re)connection
@@ -103,7 +116,7 @@ class SpooledPublisher:
         # (mosquitto then drops the connection), so the window never exceeds it.
         self._broker_window = getattr(properties, "ReceiveMaximum", None) or self.window
         self.connects += 1
-        self._direct.insert(0, (self.status_topic, ONLINE, True))  # sent by pump, within the window
+        self._direct.appendleft(Direct(self.status_topic, ONLINE, True))  # sent by pump, within the window
         for topic in self.subscriptions:
             client.subscribe(topic, qos=1)
         self._connected = True
@@ -125,15 +138,25 @@ class SpooledPublisher:
     def publish_now(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
         """Publish at QoS 1 without the spool (replies to commands, retained configuration): at once when
         connected and the window has room, else from a later pump. Never waits for a connection attempt."""
-        self._direct.append((topic, payload, retain))
+        self._direct.append(Direct(topic, payload, retain))
         self._publish_direct()
 
     def _publish_direct(self) -> None:
-        # connected implies that no connection attempt is running: the client is this thread's
-        while self._direct and self.connected and len(self._inflight) < self._limit:
-            topic, payload, retain = self._direct.pop(0)
-            info = self.client.publish(topic, payload, qos=1, retain=retain)
-            self._inflight[info.mid] = None
+        while self._direct and self.connected and self._room > 0 and self._send(self._direct[0]):
+            self._direct.popleft()
+
+    def _send(self, item: Outgoing) -> bool:
+        """Hand one message to paho; False if paho could not take it (it is then kept for a later pump).
+
+        Only when connected, which implies that no connection attempt is running: the client is this thread's.
+        If the connection drops meanwhile paho keeps the message (NO_CONN) and sends it after reconnecting."""
+        info = self.client.publish(item.topic, item.payload, qos=1, retain=item.retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            return False  # e.g. its message id is still taken by a message paho has not settled
+        self._inflight[info.mid] = item
+        if isinstance(item, SpooledMessage):
+            self._cursor = max(self._cursor, item.id)
+        return True
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._connected = False
@@ -179,6 +202,7 @@ class SpooledPublisher:
         """The client's network I/O: read what arrived (acknowledgements, commands), write what is queued, keep
         the connection alive; start a connection attempt when there is none and its time has come."""
         if not self._settle_connecting():
+            time.sleep(timeout)  # the connecting thread has the client: nothing to wait on here
             return
         client = self.client
         sock = client.socket()
@@ -187,12 +211,7 @@ class SpooledPublisher:
                 self._attempt_started = time.monotonic()
                 self._connecting = threading.Thread(target=self._attempt_connection, name="mqtt-connect", daemon=True)
                 self._connecting.start()
-            return
-        if not self._connected and time.monotonic() - self._attempt_started > self.connack_timeout:
-            # paho's keepalive check covers this too, but not with keepalive 0
-            self.last_problem = f"the broker did not answer the connection within {self.connack_timeout:g} s"
-            client.disconnect()
-            self._retry_later()
+            time.sleep(timeout)
             return
         try:
             readable, _, _ = select.select([sock], [sock] if client.want_write() else [], [], timeout)
@@ -204,6 +223,11 @@ class SpooledPublisher:
         if client.socket() is not None and client.want_write():
             client.loop_write()
         client.loop_misc()  # keepalive; closes a connection whose broker stopped answering
+        if client.socket() is not None and not self._connected:
+            if time.monotonic() - self._attempt_started > self.connack_timeout:
+                # paho's keepalive check covers this too, but not with keepalive 0
+                self.last_problem = f"the broker did not answer the connection within {self.connack_timeout:g} s"
+                client.disconnect()
         if client.socket() is None:
             self._connected = False
             self._retry_later()
@@ -217,9 +241,10 @@ class SpooledPublisher:
         return max(0, self.connects - 1)
 
     @property
-    def _limit(self) -> int:
-        """Messages in flight at most: ours, and the broker's (MQTT 5 Receive Maximum), whichever is lower."""
-        return min(self.window, self._broker_window)
+    def _room(self) -> int:
+        """How many more messages may go out: the window (ours, or the broker's MQTT 5 Receive Maximum if lower)
+        less those in flight and those refused for now."""
+        return min(self.window, self._broker_window) - len(self._inflight) - len(self._deferred)
 
     def enqueue(self, messages: list[tuple[str, str | bytes]]) -> None:
         if messages:
@@ -235,36 +260,28 @@ class SpooledPublisher:
                 callback()
         acks, self._acks = self._acks, []
         settled = []
+        now = time.monotonic()
         for mid, failure in acks:
-            message = self._inflight.pop(mid, None)
-            if failure in TRANSIENT_REFUSALS and message is not None:
-                self._deferred.append(message)
+            item = self._inflight.pop(mid, None)
+            if item is not None and failure in TRANSIENT_REFUSALS:
+                self._deferred.append((now + DEFER_S, item))
                 self.deferred_by_broker += 1
-                self._deferred_until = time.monotonic() + DEFER_S
                 continue
             self.rejected_by_broker += failure != 0
-            if message is not None:  # refused for good is settled too: sending it again would be refused again
-                settled.append(message.id)
+            if isinstance(item, SpooledMessage):  # refused for good is settled too: it would be refused again
+                settled.append(item.id)
         self.delivered += len(settled)
         if settled:
             self.spool.mark_acked(settled)
         if not self.connected:
             return
+        while self._deferred and self._deferred[0][0] <= now and self._send(self._deferred[0][1]):
+            self._deferred.popleft()
         self._publish_direct()
-        room = self._limit - len(self._inflight)
-        if self._deferred and time.monotonic() >= self._deferred_until:
-            again, self._deferred = self._deferred[: max(room, 0)], self._deferred[max(room, 0) :]
-            self._publish_spooled(again)
-            room -= len(again)
-        if room > 0:
-            self._publish_spooled(self.spool.pending(after=self._cursor, limit=room))
-
-    def _publish_spooled(self, messages: list[SpooledMessage]) -> None:
-        for message in messages:
-            # when the connection drops meanwhile paho keeps the message (NO_CONN) and sends it after reconnecting
-            info = self.client.publish(message.topic, message.payload, qos=1, retain=message.retain)
-            self._inflight[info.mid] = message
-            self._cursor = max(self._cursor, message.id)
+        if self._room > 0:
+            for message in self.spool.pending(after=self._cursor, limit=self._room):
+                if not self._send(message):
+                    break
 
     def close(self, drain_timeout: float) -> int:
         """Publish what the spool holds (up to `drain_timeout` s), then `offline`, and disconnect.
@@ -273,7 +290,7 @@ class SpooledPublisher:
         deadline = time.monotonic() + drain_timeout
         while time.monotonic() < deadline:
             self.pump()
-            if self.spool.stats().messages == 0 and not self._inflight:
+            if self.spool.stats().messages == 0 and not (self._inflight or self._direct or self._deferred):
                 break
             self._service(timeout=0.01)
         if not self._settle_connecting(wait=max(deadline - time.monotonic(), 1.0)):

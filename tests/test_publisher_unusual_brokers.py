@@ -90,8 +90,15 @@ def _read_packet(stream) -> tuple[int, bytes] | None:
     return header[0] & 0xF0, stream.read(length)
 
 
+def pump_until_empty(publisher: SpooledPublisher, spool: Spool, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while (spool.stats().messages or publisher._direct or publisher._deferred) and time.monotonic() < deadline:
+        publisher.pump()
+        time.sleep(0.01)
+
+
 def test_refused_for_now_is_sent_again_and_refused_for_good_is_dropped(tmp_path: Path) -> None:
-    broker = RefusingBroker(refuse_once={b"m2", b"m3"}, refuse_always={b"m4"})
+    broker = RefusingBroker(refuse_once={b"m2", b"m3", b"online", b"reply"}, refuse_always={b"m4"})
     spool = Spool.open(tmp_path / "spool.db", 1 << 20)
     spool.append_many([("plant/forecast/s", f"m{i}") for i in range(6)])
     publisher = SpooledPublisher(
@@ -100,12 +107,10 @@ def test_refused_for_now_is_sent_again_and_refused_for_good_is_dropped(tmp_path:
     try:
         publisher.start(wait=10)
         assert publisher.connected
-        deadline = time.monotonic() + 15
-        while spool.stats().messages and time.monotonic() < deadline:
-            publisher.pump()
-            time.sleep(0.01)
+        publisher.publish_now("plant/deploy/result", "reply")  # a direct message, as a deploy verdict is sent
+        pump_until_empty(publisher, spool)
         assert spool.stats().messages == 0
-        assert publisher.deferred_by_broker == 2 and publisher.rejected_by_broker == 1
+        assert publisher.deferred_by_broker == 4 and publisher.rejected_by_broker == 1
         assert publisher.delivered == 6  # five acknowledged, one settled by its refusal for good
     finally:
         publisher.close(drain_timeout=1)
@@ -113,8 +118,32 @@ def test_refused_for_now_is_sent_again_and_refused_for_good_is_dropped(tmp_path:
     forecasts = [p for p in broker.accepted if p.startswith(b"m")]
     assert sorted(forecasts) == [b"m0", b"m1", b"m2", b"m3", b"m5"]  # m2 and m3 on their second sending
     assert forecasts.index(b"m2") > forecasts.index(b"m5")
-    assert broker.refusals == [(b"m2", QUOTA_EXCEEDED), (b"m3", QUOTA_EXCEEDED), (b"m4", NOT_AUTHORIZED)]
-    assert broker.accepted[0] == b"online"  # the retained status went first
+    assert b"online" in broker.accepted and b"reply" in broker.accepted  # direct messages are sent again too
+    assert sorted(broker.refusals) == [
+        (b"m2", QUOTA_EXCEEDED),
+        (b"m3", QUOTA_EXCEEDED),
+        (b"m4", NOT_AUTHORIZED),
+        (b"online", QUOTA_EXCEEDED),
+        (b"reply", QUOTA_EXCEEDED),
+    ]
+
+
+def test_a_broker_refusing_everything_once_gets_everything_within_a_small_window(tmp_path: Path) -> None:
+    """Refused messages keep their place in the window, so new ones wait in the spool rather than in memory."""
+    payloads = [f"m{i}".encode() for i in range(20)]
+    broker = RefusingBroker(refuse_once={*payloads, b"online"}, refuse_always=set())
+    spool = Spool.open(tmp_path / "spool.db", 1 << 20)
+    spool.append_many([("plant/forecast/s", p.decode()) for p in payloads])
+    settings = MqttSettings(f"mqtt://127.0.0.1:{broker.port}", protocol="5")
+    publisher = SpooledPublisher(settings, "window", "plant/status", spool, window=4)
+    try:
+        publisher.start(wait=10)
+        pump_until_empty(publisher, spool, timeout=30)
+        assert spool.stats().messages == 0 and publisher.deferred_by_broker == 21
+    finally:
+        publisher.close(drain_timeout=1)
+        spool.close()
+    assert sorted(p for p in broker.accepted if p.startswith(b"m")) == sorted(payloads)
 
 
 def test_a_connect_nobody_answers_is_dropped_and_tried_again(tmp_path: Path) -> None:
