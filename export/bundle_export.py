@@ -118,6 +118,7 @@ def export_bundle(run_dir: Path, out: Path, options: ExportOptions | None = None
     options = options or ExportOptions()
     options.validate()
     config = RunConfig.load(run_dir)
+    options.check_task(config.task)
     try:
         sequence_model = keras.models.load_model(run_dir / MODEL_FILE, compile=False)
     except Exception as exc:  # Keras raises many types for unreadable files
@@ -218,7 +219,7 @@ def _write_files(
                 sequence_model, val_inputs, _levels(config, splits, "val"), val_targets, config
             )
 
-    task_rows = min(TASK_STEPS, len(val_inputs))
+    task_rows = min(TASK_STEPS + config.horizon, len(val_inputs))  # the last H rows have no future to judge
     inputs = golden_inputs(val_inputs, config.window)
     golden = record_golden(
         step,

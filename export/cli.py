@@ -26,7 +26,7 @@ def _export(args: argparse.Namespace) -> int:
     )
     # every mistake the user can make here is found before TensorFlow is imported (and prints its notices)
     options.validate()
-    RunConfig.load(Path(args.run_dir))
+    options.check_task(RunConfig.load(Path(args.run_dir)).task)
     check_output(Path(args.out))
     from export.bundle_export import export_bundle
 

@@ -22,6 +22,11 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     signing_key: Path | None = None
 
+    def check_task(self, task: str) -> None:
+        """Refuse what this run (`RunConfig.task`) cannot be exported as."""
+        if self.window_model and task == "classify":
+            raise RnnedgeError("--window-model is for forecasters: a classifier's window model is not exported")
+
     def validate(self) -> None:
         for name in self.formats:
             if name not in FORMATS:
@@ -37,6 +42,8 @@ class ExportOptions:
                 f"(supported: {SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1})"
             )
         if self.signing_key is not None:
+            if self.signing_key.is_dir():
+                raise RnnedgeError(f"{self.signing_key} is a directory, not a key file (from 'rnnedge keygen')")
             if not self.signing_key.is_file():
                 raise RnnedgeError(f"{self.signing_key}: no such key file (make one with 'rnnedge keygen')")
             load_private_key(self.signing_key)  # a public key or any other file: refused before TensorFlow starts
@@ -46,5 +53,15 @@ def check_output(out: Path) -> None:
     """Export only into a new or empty directory, or over an earlier bundle (replaced once the new one is whole)."""
     if out.exists() and not out.is_dir():
         raise RnnedgeError(f"{out} exists and is not a directory: choose a new or empty directory")
+    check_parent(out, "--out")
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
         raise RnnedgeError(f"{out} exists and is not a bundle: choose an empty or new directory")
+
+
+def check_parent(path: Path, flag: str) -> None:
+    """The nearest existing ancestor of a directory to be made must be a directory, or making it fails late."""
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise RnnedgeError(f"{flag} {path}: {ancestor} is a file, not a directory")

@@ -191,6 +191,9 @@ def test_demo_checks_its_arguments_before_training(extra: list[str], expected: s
         (["export", "d", "--out", "b", "--sign", "fleet.pub"], "fleet.pub: not a readable unencrypted PEM private"),
         (["export", "d", "--out", "b", "--sign", "data.csv"], "data.csv: not a readable unencrypted PEM private"),
         (["export", "d", "--out", "b", "--formats", "tflit"], "unknown format 'tflit'"),
+        (["export", "d", "--out", "b", "--sign", "bundle"], "bundle is a directory, not a key file"),
+        (["train", "data.csv", "--target", "value", "--out", "data.csv/run"], "data.csv is a file, not a directory"),
+        (["sweep", "data.csv", "--target", "value", "--out", "data.csv/s"], "data.csv is a file, not a directory"),
     ],
     ids=[
         "train-missing-csv",
@@ -208,6 +211,9 @@ def test_demo_checks_its_arguments_before_training(extra: list[str], expected: s
         "export-public-key",
         "export-key-not-a-key",
         "export-format",
+        "export-key-is-a-directory",
+        "train-out-below-a-file",
+        "sweep-out-below-a-file",
     ],
 )
 def test_a_user_error_is_the_only_line_on_stderr(argv: list[str], expected: str, tmp_path: Path) -> None:

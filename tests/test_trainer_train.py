@@ -141,6 +141,13 @@ def test_classification_run_and_export(tmp_path: Path, capsys) -> None:
     # runtime streams class probabilities
     bundle, report = export_bundle(tmp_path / "run", tmp_path / "bundle")
     assert report.passed, report.markdown()
+    capsys.readouterr()
+    window = ["export", str(tmp_path / "run"), "--out", str(tmp_path / "window"), "--window-model"]
+    assert main(window) == 2  # a classifier has no window model: refused in one line, nothing written
+    assert capsys.readouterr().err.strip() == (
+        "rnnedge: error: --window-model is for forecasters: a classifier's window model is not exported"
+    )
+    assert not (tmp_path / "window").exists()
     assert (bundle.manifest.task, bundle.manifest.classes, bundle.manifest.head_activation) == (
         "classify",
         ("fault", "normal"),
