@@ -115,12 +115,13 @@ def test_three_restarts_of_a_tls_broker_speaking_mqtt5_lose_nothing(
     tiny_bundle: TrainedBundle, tmp_path: Path, secured
 ) -> None:
     """The same over TLS with MQTT 5: the reconnection's TLS handshake runs in the connecting thread, and reads
-    must also drain what TLS already decrypted (select does not see it). The recorder uses a plain listener."""
-    plain = free_port()
-    tls = (f"cafile {secured['ca']}", f"certfile {secured['cert']}", f"keyfile {secured['key']}")
-    broker = persistent_broker(tmp_path, listener=tls, extra=("allow_anonymous true", f"listener {plain} 127.0.0.1"))
-    config = config_file(tmp_path, f"mqtts://127.0.0.1:{broker.port}", ca_file=str(secured["ca"]), protocol="5")
-    stream_while(tiny_bundle, tmp_path, broker, plain, ("--config", str(config)), restart_three_times)
+    must also drain what TLS already decrypted (select does not see it). The recorder uses the plain listener,
+    the first one, which `start` waits for; the runtime retries until the TLS one is up."""
+    tls_port = free_port()
+    tls = (f"listener {tls_port} 127.0.0.1", f"cafile {secured['ca']}", f"certfile {secured['cert']}")
+    broker = persistent_broker(tmp_path, extra=("allow_anonymous true", *tls, f"keyfile {secured['key']}"))
+    config = config_file(tmp_path, f"mqtts://127.0.0.1:{tls_port}", ca_file=str(secured["ca"]), protocol="5")
+    stream_while(tiny_bundle, tmp_path, broker, broker.port, ("--config", str(config)), restart_three_times)
 
 
 def test_a_frozen_broker_is_noticed_by_keepalive_and_nothing_is_lost(
