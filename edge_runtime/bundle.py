@@ -258,6 +258,8 @@ def _check_agreement(manifest: Manifest) -> None:
     """Refuse fields that are each well-typed but contradict each other: the runtime would otherwise fail on
     them mid-stream (a missing scaler column, a differenced column that is no input) or the parity gate would
     judge nothing. Every bundle the exporter writes satisfies these."""
+    if manifest.task not in ("forecast", "classify"):
+        raise BundleError(f"model.task {manifest.task!r} is not a task rnnedge runs (forecast, classify)")
     features, targets = manifest.features, manifest.targets
     for role, names in (("feature", features), ("target", targets)):
         for name in names:

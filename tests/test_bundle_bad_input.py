@@ -280,6 +280,10 @@ def _target_not_an_input(relative: bool):
             lambda m: m["anomaly"].update(zzz=m["anomaly"]["value"]),
             "anomaly has parameters for 'zzz', which is not in data.targets (value)",
         ),
+        (
+            lambda m: m["model"].update(task="regress"),
+            "model.task 'regress' is not a task rnnedge runs (forecast, classify)",
+        ),
     ],
     ids=[
         "no-scaler-column",
@@ -290,6 +294,7 @@ def _target_not_an_input(relative: bool):
         "warmup-covers-task",
         "warmup-leaves-no-known-future",
         "anomaly-not-target",
+        "unknown-task",
     ],
 )
 def test_manifest_fields_that_contradict_each_other_are_refused_at_load(
