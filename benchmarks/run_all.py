@@ -122,13 +122,14 @@ def main() -> int:
         parser.error("--quick figures mean nothing: give --results a scratch directory, not benchmarks/results")
     args.results.mkdir(parents=True, exist_ok=True)
     steps = {}
+    here = machine()
     for step in STEPS:
         if args.only and step.name not in args.only:
             continue
         ok, seconds = run_step(step, args.results, args.quick)
         # when and where, for the report: not every script records them in its own JSON
         finished = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        steps[step.name] = {"ok": ok, "seconds": round(seconds, 1), "finished": finished, "machine": machine()}
+        steps[step.name] = {"ok": ok, "seconds": round(seconds, 1), "finished": finished, "machine": here}
     record_path = args.results / "run_all.json"
     if args.only and record_path.is_file():  # the other scripts' latest times still stand
         earlier = json.loads(record_path.read_text())

@@ -199,8 +199,6 @@ class Manifest:
             for i, item in enumerate(_list(_field(step, "states", "step_model"), "step_model.states"))
         )
         time_column = _field(data, "time_column", "data")
-        if not _list(_field(doc, "artifacts", ""), "artifacts"):
-            raise BundleError("artifacts is empty: the bundle has no model to run or verify")
         manifest = cls(
             task=_str(model.get("task", "forecast"), "model.task"),
             classes=_strings(model.get("classes", []), "model.classes"),
@@ -255,9 +253,16 @@ class Manifest:
 
 
 def _check_agreement(manifest: Manifest) -> None:
-    """Refuse fields that are each well-typed but contradict each other: the runtime would otherwise fail on
-    them mid-stream (a missing scaler column, a differenced column that is no input) or the parity gate would
-    judge nothing. Every bundle the exporter writes satisfies these."""
+    """Refuse fields that are each well-typed but unusable or contradicting each other: the runtime would otherwise
+    fail on them mid-stream (a missing scaler column, a differenced column that is no input, an artifact format no
+    backend reads) or the parity gate would judge nothing. Every bundle the exporter writes satisfies these."""
+    if not manifest.artifacts:
+        raise BundleError("artifacts is empty: the bundle has no model to run or verify")
+    for i, artifact in enumerate(manifest.artifacts):
+        if artifact.format not in FORMATS:
+            raise BundleError(
+                f"artifacts[{i}].format: unknown artifact format {artifact.format!r} (supported: {', '.join(FORMATS)})"
+            )
     if manifest.task not in ("forecast", "classify"):
         raise BundleError(f"model.task {manifest.task!r} is not a task rnnedge runs (forecast, classify)")
     features, targets = manifest.features, manifest.targets

@@ -282,14 +282,13 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from edge_runtime.bench import bench_bundle, check_options
+    from edge_runtime.bench import bench_bundle
     from edge_runtime.bundle import load_bundle
 
     try:
         batches = tuple(int(b) for b in args.batches.split(","))
     except ValueError:
         raise RnnedgeError(f"--batches {args.batches!r} is not a comma-separated list of integers") from None
-    check_options(batches, args.seconds, args.threads)
     bundle = load_bundle(args.bundle, Path(args.verify_key) if args.verify_key else None)
     report = bench_bundle(bundle, batches, args.seconds, args.threads)
     print(json.dumps(report.to_json(), indent=2) if args.json else report.table())

@@ -188,16 +188,7 @@ class StreamEngine:
                 rejected.append(admitted)
                 continue
             pending.append((sample, admitted))
-        # round k holds each stream's k-th sample of this call: one pass, whatever the mix of streams
-        rounds: list[list[tuple[Sample, StreamState]]] = [pending] if len(pending) == 1 else []
-        taken: dict[int, int] = {}
-        for item in pending if len(pending) > 1 else ():
-            k = taken.get(item[1].slot, 0)
-            taken[item[1].slot] = k + 1
-            if k == len(rounds):
-                rounds.append([])
-            rounds[k].append(item)
-        for batch in rounds:
+        for batch in _rounds(pending):
             forecasts.extend(self._step(batch))
         self.counters.rejected += len(rejected)
         return forecasts, rejected
@@ -357,3 +348,19 @@ class StreamEngine:
             }
             for name, s in self.streams.items()
         }
+
+
+def _rounds(pending: list[tuple[Sample, StreamState]]) -> list[list[tuple[Sample, StreamState]]]:
+    """Round k holds each stream's k-th sample of the call: one pass, whatever the mix of streams. A single sample
+    (a live stream's usual call) is its own round."""
+    if len(pending) <= 1:
+        return [pending] if pending else []
+    rounds: list[list[tuple[Sample, StreamState]]] = []
+    taken: dict[int, int] = {}
+    for item in pending:
+        k = taken.get(item[1].slot, 0)
+        taken[item[1].slot] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(item)
+    return rounds

@@ -6,9 +6,9 @@ published after reconnect or restart (consumers drop duplicates by sequence numb
 in-flight messages with their original ids after a reconnection, so the publisher never re-publishes them.
 
 The client's network I/O runs in the caller's thread, in `pump`, not in paho's own thread: with paho's thread,
-every publish wakes it and the two threads trade the GIL per message, which halves the rate a publisher reaches
-(docs/BENCHMARKS.md). Only connecting, which can block for seconds (TCP, TLS), runs in a short-lived thread,
-and the client is left alone until it ends.
+every publish wakes it and the two threads trade the GIL per message (a bare publisher here reached 7,600-9,000
+messages/s that way, 11,600 and more this way). Only connecting, which can block for seconds (TCP, TLS), runs in
+a short-lived thread, and the client is left alone until it ends.
 """
 
 from __future__ import annotations
@@ -246,6 +246,11 @@ class SpooledPublisher:
         less those in flight and those refused for now."""
         return min(self.window, self._broker_window) - len(self._inflight) - len(self._deferred)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing left to send or to see acknowledged: the spool is empty and no message waits or is in flight."""
+        return self.spool.stats().messages == 0 and not (self._inflight or self._direct or self._deferred)
+
     def enqueue(self, messages: list[tuple[str, str | bytes]]) -> None:
         if messages:
             self.spool.append_many(messages)
@@ -290,7 +295,7 @@ class SpooledPublisher:
         deadline = time.monotonic() + drain_timeout
         while time.monotonic() < deadline:
             self.pump()
-            if self.spool.stats().messages == 0 and not (self._inflight or self._direct or self._deferred):
+            if self.idle:
                 break
             self._service(timeout=0.01)
         if not self._settle_connecting(wait=max(deadline - time.monotonic(), 1.0)):
@@ -301,5 +306,4 @@ class SpooledPublisher:
             while self.connected and not info.is_published() and time.monotonic() < offline_by:
                 self._service(timeout=0.01)
         self.client.disconnect()
-        remaining = self.spool.stats().messages
-        return remaining
+        return self.spool.stats().messages

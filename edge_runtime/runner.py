@@ -101,7 +101,6 @@ class Runtime:
         self.confirmed = False
         self.spool: Spool | None = None
         self.publisher: SpooledPublisher | JsonLinesOut
-        self.broker: SpooledPublisher | None = None  # the publisher, when it is MQTT
         if config.mqtt is None:
             self.publisher = JsonLinesOut(out or sys.stdout)
         else:
@@ -110,12 +109,16 @@ class Runtime:
             self.spool = Spool.open(config.spool, config.spool_max_bytes, config.fsync_interval)
             if self.spool.recovery:
                 log.warning("%s", self.spool.recovery)
-            self.broker = SpooledPublisher(config.mqtt, config.mqtt_client_id, f"{config.prefix}/status", self.spool)
-            self.publisher = self.broker
+            self.publisher = SpooledPublisher(config.mqtt, config.mqtt_client_id, f"{config.prefix}/status", self.spool)
             if config.home_assistant:
                 self._enable_discovery()
             if config.bundle is not None and config.bundle.name == "current" and config.bundle.is_symlink():
                 self._enable_deploys()
+
+    @property
+    def broker(self) -> SpooledPublisher | None:
+        """The publisher when it is MQTT; None for JSON lines."""
+        return None if isinstance(self.publisher, JsonLinesOut) else self.publisher
 
     def _enable_deploys(self) -> None:
         """Deploys over MQTT (docs/deploy_mqtt.md) into the store whose `current` this runtime runs."""

@@ -51,15 +51,16 @@ class ExportOptions:
 
 def check_output(out: Path) -> None:
     """Export only into a new or empty directory, or over an earlier bundle (replaced once the new one is whole)."""
-    if out.exists() and not out.is_dir():
-        raise RnnedgeError(f"{out} exists and is not a directory: choose a new or empty directory")
-    check_parent(out, "--out")
+    check_directory(out, "--out")
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
         raise RnnedgeError(f"{out} exists and is not a bundle: choose an empty or new directory")
 
 
-def check_parent(path: Path, flag: str) -> None:
-    """The nearest existing ancestor of a directory to be made must be a directory, or making it fails late."""
+def check_directory(path: Path, flag: str) -> None:
+    """A directory to write into: refuse a file there, or a file on the way to it (making it would fail late, after
+    the training or the conversion)."""
+    if path.exists() and not path.is_dir():
+        raise RnnedgeError(f"{flag} {path} exists and is not a directory")
     ancestor = path.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent

@@ -90,9 +90,9 @@ def _read_packet(stream) -> tuple[int, bytes] | None:
     return header[0] & 0xF0, stream.read(length)
 
 
-def pump_until_empty(publisher: SpooledPublisher, spool: Spool, timeout: float = 15) -> None:
+def pump_until_idle(publisher: SpooledPublisher, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
-    while (spool.stats().messages or publisher._direct or publisher._deferred) and time.monotonic() < deadline:
+    while not publisher.idle and time.monotonic() < deadline:
         publisher.pump()
         time.sleep(0.01)
 
@@ -108,7 +108,7 @@ def test_refused_for_now_is_sent_again_and_refused_for_good_is_dropped(tmp_path:
         publisher.start(wait=10)
         assert publisher.connected
         publisher.publish_now("plant/deploy/result", "reply")  # a direct message, as a deploy verdict is sent
-        pump_until_empty(publisher, spool)
+        pump_until_idle(publisher)
         assert spool.stats().messages == 0
         assert publisher.deferred_by_broker == 4 and publisher.rejected_by_broker == 1
         assert publisher.delivered == 6  # five acknowledged, one settled by its refusal for good
@@ -138,7 +138,7 @@ def test_a_broker_refusing_everything_once_gets_everything_within_a_small_window
     publisher = SpooledPublisher(settings, "window", "plant/status", spool, window=4)
     try:
         publisher.start(wait=10)
-        pump_until_empty(publisher, spool, timeout=30)
+        pump_until_idle(publisher, timeout=30)
         assert spool.stats().messages == 0 and publisher.deferred_by_broker == 21
     finally:
         publisher.close(drain_timeout=1)

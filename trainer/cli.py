@@ -69,11 +69,9 @@ def _check_out(out: Path) -> None:
     """Refuse an --out that is a file or a bundle before TensorFlow is imported: runs written there would fail
     late with a raw OS error, or mix into the bundle's files without a word. An earlier run directory is reused."""
     from edge_runtime.bundle import MANIFEST_NAME
-    from export.options import check_parent
+    from export.options import check_directory
 
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a directory")
-    check_parent(out, "--out")
+    check_directory(out, "--out")
     if (out / MANIFEST_NAME).is_file():
         raise InputError(f"--out {out} is a bundle (it holds {MANIFEST_NAME}): choose another directory for the run")
 
@@ -131,14 +129,11 @@ def _check_demo(args: argparse.Namespace) -> None:
     import socket
 
     from edge_runtime.mqtt_client import MqttSettings
-    from export.options import check_parent
+    from export.options import check_directory
 
     if args.epochs < 1:
         raise InputError(f"--epochs must be at least 1, got {args.epochs}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a directory")
-    check_parent(out, "--out")
+    check_directory(Path(args.out), "--out")
     if args.mqtt:
         address = MqttSettings(args.mqtt).check().address
         try:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import keras
 
-CELLS = {"simplernn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
+from trainer.options import CELLS as CELL_NAMES
+
+CELLS = dict(zip(CELL_NAMES, (keras.layers.SimpleRNN, keras.layers.LSTM, keras.layers.GRU), strict=True))
 HEAD_NAME = "head"
 
 

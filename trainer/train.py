@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edge_runtime.errors import InputError
 from trainer.options import TrainOptions, check_options
 from trainer.prepare import data_summary, first_row, prepare, splits_doc, training_windows
 from trainer.run_dir import METRICS_FILE, MODEL_FILE, RunConfig, save_splits
@@ -25,8 +24,6 @@ def _head(classes: int, forecast_values: int) -> tuple[int, str, str]:
 def train(options: TrainOptions, run_dir: Path) -> dict[str, object]:
     """Read, clean, split, scale, train and evaluate; write the run directory and return its metrics."""
     check_options(options)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise InputError(f"--out {run_dir} exists and is not a directory")
     classify = options.task == "classify"
     prepared = prepare(options)
     classes = prepared.loaded.classes
