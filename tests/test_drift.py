@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_runtime.drift import PSI_FLOOR, DriftLimits, DriftMonitor, DriftReference
+from edge_runtime.drift import MAX_Z, PSI_FLOOR, RESCALE_AT, DriftBank, DriftLimits, DriftMonitor, DriftReference
 from edge_runtime.errors import InputError
 
 WINDOW = 1000
@@ -320,3 +320,103 @@ def test_snapshot_values_are_finite_for_any_finite_input(train, residuals, live,
     assert len(values) == (0 if len(live) < window else 8 if residuals else 6)
     assert all(measures["variance_ratio"] >= 0 for measures in snap["features"].values() if len(live) >= window)
     json.dumps(snap, allow_nan=False)  # a metrics message must be strict JSON
+
+
+def mixed_reference() -> DriftReference:
+    """Features with 10, 2 (a constant training column) and 4 bins; one target with residuals, one without."""
+    rng = np.random.default_rng(12)
+    train = np.column_stack([rng.normal(20.0, 4.0, 300), np.full(300, 7.5), rng.integers(0, 3, 300)])
+    residuals = np.column_stack([rng.normal(0.0, 0.5, 100), np.full(100, np.nan)])
+    return DriftReference.measure(train, ["temp", "setpoint", "mode"], residuals, ["temp", "mode"])
+
+
+def random_stream(rng: np.random.Generator, length: int) -> list[tuple[list[float], list[float] | None]]:
+    """Samples (values, residuals or None), a few of them far outside the training range."""
+    samples = []
+    for _ in range(length):
+        values = [
+            rng.normal(21.0, 5.0),
+            7.5 if rng.random() < 0.7 else rng.normal(7.5, 0.1),
+            float(rng.integers(-1, 5)),
+        ]
+        if rng.random() < 0.05:
+            values[rng.integers(3)] = float(rng.choice([-1.0, 1.0]) * 10.0 ** rng.uniform(100, 300))
+        residuals = [rng.normal(0.2, 0.6), rng.normal(0.0, 1.0)] if rng.random() < 0.7 else None
+        samples.append((values, residuals))
+    return samples
+
+
+@pytest.mark.parametrize("window", [2, 7])
+def test_batched_and_single_updates_give_bit_identical_state(window: int) -> None:
+    """A bank fed one sample at a time (`update_one`), one fed batches of distinct rows in varying orders and
+    subsets (`update`), and one mixing both hold exactly the same state and snapshots."""
+    rng = np.random.default_rng(13)
+    ref = mixed_reference()
+    streams = [random_stream(rng, int(rng.integers(700, 900))) for _ in range(6)]  # window 2: rescaled every ~660
+    streams[0].append(([1e300, 7.5, 1.0], None))  # z 2.5e299, clipped to MAX_Z
+    single, batched, mixed = (DriftBank(ref, window=window) for _ in range(3))
+    for bank in (single, batched, mixed):
+        assert [bank.add() for _ in streams] == list(range(len(streams)))
+    for row, stream in enumerate(streams):
+        for values, residuals in stream:
+            single.update_one(row, values, residuals)
+    position = [0] * len(streams)
+    while any(p < len(s) for p, s in zip(position, streams, strict=True)):
+        waiting = [row for row, stream in enumerate(streams) if position[row] < len(stream)]
+        rows = rng.permutation(waiting)[: rng.integers(1, len(waiting) + 1)]
+        batch = [streams[row][position[row]] for row in rows]
+        for row in rows:
+            position[row] += 1
+        values = np.array([v for v, _ in batch])
+        known = np.array([r is not None for _, r in batch])
+        residuals = np.array([r if r is not None else [np.nan, np.nan] for _, r in batch])
+        if not known.any():
+            residuals, known = None, None
+        elif known.all() and rng.random() < 0.5:
+            known = None  # every row's residuals are known
+        batched.update(rows.astype(np.intp), values, residuals, known)
+        if rng.random() < 0.5:
+            mixed.update(rows.astype(np.intp), values, residuals, known)
+        else:
+            for row, (v, r) in zip(rows, batch, strict=True):
+                mixed.update_one(int(row), v, r)
+    state = single._state[: single.rows]
+    for other in (batched, mixed):
+        assert other._state[: other.rows].tobytes() == state.tobytes()  # every bit, the sign of zeros too
+        assert [other.snapshot(row) for row in range(len(streams))] == [single.snapshot(row) for row in range(6)]
+    # what the streams were meant to reach: the histogram renormalised, z clipped, both paths through the window
+    assert state[:, 0].tolist() == [len(s) for s in streams]
+    assert np.all(state[:, 2] <= RESCALE_AT)  # window 2: the weights double, 2^700 without renormalising
+    assert MAX_Z / (window + 1) < state[0, 3] <= MAX_Z and np.all(np.isfinite(state))
+    assert single.snapshot(0)["residuals"]["mode"] == {"mean_shift": None, "variance_ratio": None}
+    assert single.snapshot(0)["features"]["setpoint"]["psi"] is not None
+
+
+def test_a_row_added_after_storage_grew_starts_fresh() -> None:
+    """Rows added while others have state get none of it, and every row is updated in the new storage after a
+    growth: the bank ends as one sized once before any update (`twin`)."""
+    ref = mixed_reference()
+    rng = np.random.default_rng(14)
+    bank, twin = DriftBank(ref, window=5), DriftBank(ref, window=5)
+    assert [twin.add() for _ in range(5)] == list(range(5))
+    for row in range(3):  # storage 1, 2, then 4 rows
+        assert bank.add() == row
+        for values, residuals in random_stream(rng, 20):
+            bank.update_one(row, values, residuals)
+            twin.update_one(row, values, residuals)
+    before = bank._state[:3].copy()
+    assert bank.add() == 3 and bank.add() == 4  # the second doubles storage to 8 rows
+    assert len(bank._state) == 8 and bank._state[:3].tobytes() == before.tobytes()
+    assert not bank._state[3:].any()
+    fresh = DriftMonitor(ref, window=5)
+    assert bank.snapshot(4) == fresh.snapshot()
+    for values, residuals in random_stream(rng, 10):  # both paths, old rows and new, after the growth
+        for target in (bank, twin):
+            target.update_one(4, values, residuals)
+            target.update_one(0, values, residuals)
+            target.update(np.array([3, 1], np.intp), np.array([values, values]))
+        fresh.update(values, residuals)
+    assert bank.snapshot(4) == fresh.snapshot() and fresh.snapshot()["samples"] == 10
+    assert bank.snapshot(3)["samples"] == 10 and bank.snapshot(3)["residual_samples"] == 0
+    assert bank.snapshot(0)["samples"] == 30 and bank._state[2].tobytes() == before[2].tobytes()
+    assert bank._state[:5].tobytes() == twin._state[:5].tobytes()
