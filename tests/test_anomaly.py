@@ -7,11 +7,12 @@ import math
 import random
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_runtime.anomaly import AlarmGate, AnomalyLikelihood, AnomalyParams, StreamAnomaly, ValueRange
+from edge_runtime.anomaly import AlarmGate, AnomalyBank, AnomalyLikelihood, AnomalyParams, StreamAnomaly, ValueRange
 from edge_runtime.errors import InputError
 
 THRESHOLD = AnomalyParams().threshold
@@ -187,3 +188,69 @@ def test_scores_stay_in_unit_interval_for_any_finite_residuals(residuals, prior,
         score = likelihood.update(r)
         assert 0.0 <= score <= 1.0 and score == peek
         assert math.isfinite(likelihood.mean) and math.isfinite(likelihood.var)
+
+
+def test_bank_batched_one_by_one_and_reference_agree_to_the_last_bit() -> None:
+    """`AnomalyBank.update` (a batch, numpy), `update_one` (Python floats) and `StreamAnomaly` (the readable
+    reference) give the very same scores and alarms, and the bank's two paths the very same state, whatever the
+    parameters: different short windows in one bank, no prior, no tolerance, no de-duplication, a minimum gap."""
+    prior = gaussian(300, seed=20)
+    params = [
+        AnomalyParams.measure(prior, [-2.0, 2.0]),
+        AnomalyParams(short_window=3, long_window=40),  # no prior: learns from the stream
+        AnomalyParams.measure(prior, [], short_window=12, range_tolerance=None, rearm_after=0, min_gap=4),
+        AnomalyParams.measure(prior, [0.0, 0.0], short_window=1, threshold=0.3, rearm_below=0.1, rearm_after=2),
+    ]
+    rng = random.Random(21)
+    steps = 600
+    residuals = [
+        [rng.gauss(0, 1) * (8.0 if 200 <= t < 215 or t % 97 == 0 else 1.0) for t in range(steps)] for _ in params
+    ]
+    values = [[rng.uniform(-2.5, 2.5) * (3.0 if t % 131 == 0 else 1.0) for t in range(steps)] for _ in params]
+    detectors = [StreamAnomaly(p) for p in params]
+    reference = [
+        [detector.update(r, v) for r, v in zip(rs, vs, strict=True)]
+        for detector, rs, vs in zip(detectors, residuals, values, strict=True)
+    ]
+    one, batched = AnomalyBank(), AnomalyBank()
+    for p in params:
+        assert one.add(p) == batched.add(p)
+    by_one = [
+        [one.update_one(row, residuals[row][t], values[row][t]) for t in range(steps)] for row in range(len(params))
+    ]
+    by_batch: list[list[tuple[float, bool]]] = [[] for _ in params]
+    t_of = [0] * len(params)
+    while min(t_of) < steps:  # random subsets of the rows, in random order, each row's samples in its own order
+        rows = [row for row in range(len(params)) if t_of[row] < steps and rng.random() < 0.7]
+        rng.shuffle(rows)
+        if not rows:
+            continue
+        scores, alarms = batched.update(
+            np.array(rows),
+            np.array([residuals[row][t_of[row]] for row in rows]),
+            np.array([values[row][t_of[row]] for row in rows]),
+        )
+        for row, score, alarm in zip(rows, scores.tolist(), alarms.tolist(), strict=True):
+            by_batch[row].append((score, alarm))
+            t_of[row] += 1
+    for row in range(len(params)):
+        expected = [(v.score, v.alarm) for v in reference[row]]
+        assert by_one[row] == expected
+        assert by_batch[row] == expected
+    assert sum(alarm for row in reference for _, alarm, _ in row) >= 8  # the data exercises the gate
+    assert sum(v.out_of_range for row in reference for v in row) >= 3
+    for name in AnomalyBank._FIELDS:
+        assert np.array_equal(one._arrays[name], batched._arrays[name], equal_nan=True), name
+    assert np.array_equal(one._ring, batched._ring) and np.array_equal(one._armed, batched._armed)
+
+
+def test_bank_refuses_a_non_finite_input_one_by_one_and_changes_nothing() -> None:
+    bank = AnomalyBank()
+    row = bank.add(AnomalyParams.measure(gaussian(500, seed=22), [0.0, 1.0]))
+    bank.update_one(row, 0.1, 0.5)
+    before = {name: values.copy() for name, values in bank._arrays.items()}
+    for residual, value in ((math.nan, 0.5), (math.inf, 0.5), (0.1, math.nan)):
+        with pytest.raises(InputError, match="not a finite number"):
+            bank.update_one(row, residual, value)
+    for name, values in bank._arrays.items():
+        assert np.array_equal(values, before[name], equal_nan=True), name
