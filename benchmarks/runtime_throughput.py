@@ -51,7 +51,6 @@ from edge_runtime.backends import open_step_backend  # noqa: E402
 from edge_runtime.bundle import Bundle, load_bundle  # noqa: E402
 from edge_runtime.engine import EngineSettings, StreamEngine  # noqa: E402
 from edge_runtime.errors import BundleError  # noqa: E402
-from edge_runtime.forecast_json import dumps_message  # noqa: E402
 from edge_runtime.samples import Sample  # noqa: E402
 
 SAMPLE = REPO / "trainer" / "samples" / "machine_temperature_system_failure.csv"
@@ -159,8 +158,8 @@ def engine_call(engine: StreamEngine, batches: Iterator[list[Sample]], serialise
     def call() -> None:
         forecasts, _ = engine.process(next(batches))
         if serialise:
-            for forecast in forecasts:
-                (f"{PREFIX}/forecast/{forecast.stream}", dumps_message(forecast.message))
+            prefix = f"{PREFIX}/forecast/"
+            [(prefix + stream, text) for stream, text in zip(forecasts.streams, forecasts.texts(), strict=True)]
 
     return call
 
@@ -473,11 +472,10 @@ def e2e_figures(bundle_dir: Path, csv: Path, scratch: Path, repeats: int) -> dic
         return None
     bundle = load_bundle(bundle_dir)
     engine = fresh_engine(bundle, 1)
-    message = None
+    texts: list[str] = []
     for batch in sample_batches(sample_values(), 1, bundle.manifest.warmup_steps + 2):
-        forecasts, _ = engine.process(batch)
-        message = forecasts[0].message if forecasts else message
-    payload = dumps_message(message).encode()  # the size of a real forecast message
+        texts += engine.process(batch)[0].texts()
+    payload = texts[-1].encode()  # the size of a real forecast message
     broker = Broker(scratch)
     try:
         runs = [runtime_e2e(broker, bundle_dir, csv, scratch, k) for k in range(repeats)]

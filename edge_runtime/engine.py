@@ -4,6 +4,10 @@ so batching is where throughput comes from).
 
 Per stream the engine also checks time order, resets the state after a gap, turns each forecast's residual into
 an anomaly score and alarm, and numbers its forecasts without gaps, so consumers can detect loss and duplicates.
+
+Everything a batch needs per stream is a row of arrays (recurrent state, numbering, the forecast to score the next
+sample against, the anomaly and drift state), so a batch of a thousand streams costs a few numpy calls rather than
+a Python loop per sample. A batch of one takes `_step_one`, the same computation on Python floats.
 """
 
 from __future__ import annotations
@@ -11,15 +15,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from edge_runtime.anomaly import AnomalyParams, StreamAnomaly
+from edge_runtime.anomaly import AnomalyBank, AnomalyParams
 from edge_runtime.backends import StepBackend
 from edge_runtime.bundle import Bundle
-from edge_runtime.drift import DriftLimits, DriftMonitor
+from edge_runtime.drift import DriftBank, DriftLimits
 from edge_runtime.errors import InputError
+from edge_runtime.forecasts import Classifications, ForecastLayout, Forecasts
 from edge_runtime.samples import Rejected, Sample
 from edge_runtime.scaling import Scaler
 
@@ -36,15 +41,13 @@ class EngineSettings:
 
 @dataclass
 class StreamState:
+    """What admission needs per stream; the numbers a batch needs (recurrent state, sequence numbers, the anomaly
+    and drift state) are rows `slot` of the engine's arrays."""
+
     slot: int
-    anomaly: list[StreamAnomaly]
-    seq: int = 0  # sequence number of the next forecast
-    seen: int = 0  # samples since the start or the last reset
     last_ts: float | None = None
     interval: float | None = None  # running estimate of the sampling interval, seconds
-    previous_forecast: list[list[float]] | None = None  # [H][T] made at the previous sample
     resets: int = 0
-    drift: DriftMonitor | None = None
 
 
 @dataclass
@@ -55,14 +58,6 @@ class EngineCounters:
     gap_resets: int = 0
     alarms: int = 0
     batches: int = 0
-
-
-class Forecast(NamedTuple):
-    """One published forecast, ready to serialise (`message`). A tuple: one is made per sample, and a frozen
-    dataclass takes several times longer to build."""
-
-    stream: str
-    message: dict[str, Any]
 
 
 class StreamEngine:
@@ -83,16 +78,18 @@ class StreamEngine:
         self.classes = manifest.classes if manifest.task == "classify" else ()
         self.features = manifest.features
         self.warmup = manifest.warmup_steps
-        self.target_columns = [manifest.features.index(t) if t in manifest.features else None for t in self.targets]
-        # (target index, name, input column) of the targets that are also inputs: their residuals are scored
-        self._observed_targets = [
-            (j, t, c) for j, (t, c) in enumerate(zip(self.targets, self.target_columns, strict=True)) if c is not None
-        ]
+        columns = [manifest.features.index(t) if t in manifest.features else None for t in self.targets]
+        # the targets that are also inputs: their residuals are scored, and they are `observed` in messages
+        self._observed = [j for j, c in enumerate(columns) if c is not None]
+        self._observed_columns = [columns[j] for j in self._observed]
+        self._layout = ForecastLayout(boot, bundle.digest, self.targets, tuple(self.targets[j] for j in self._observed))
         self.streams: dict[str, StreamState] = {}
         self.counters = EngineCounters()
+        self._anomaly = AnomalyBank()
+        reference = manifest.drift
+        self._drift = DriftBank(reference, settings.drift_window, settings.drift_limits) if reference else None
         self._capacity = 0
-        self._states: list[np.ndarray] = backend.zero_state(0)
-        self._last_scaled = np.zeros((0, len(self.features)), dtype=np.float32)  # per stream, for differencing
+        self._grow(16)
         self._one_input = np.zeros((1, len(self.features)), dtype=np.float32)  # a batch of one, reused
 
     def continue_from(self, previous: StreamEngine) -> None:
@@ -101,15 +98,17 @@ class StreamEngine:
         self.counters = previous.counters
         for name, old in previous.streams.items():
             state = self._stream(name)
-            state.seq, state.last_ts, state.interval = old.seq, old.last_ts, old.interval
+            state.last_ts, state.interval = old.last_ts, old.interval
+            self._seq[state.slot] = previous._seq[old.slot]
 
     # --- stream bookkeeping -------------------------------------------------------------------------------
     def _anomaly_params(self, stream: str) -> list[AnomalyParams]:
+        """The observed targets' parameters for `stream`: the bundle's, with the device's overrides."""
         everyone = self.settings.anomaly_overrides.get("*", {})
         overrides = self.settings.anomaly_overrides.get(stream, everyone)
         params = []
-        for target in self.targets:
-            base = self.bundle.manifest.anomaly.get(target, AnomalyParams())
+        for j in self._observed:
+            base = self.bundle.manifest.anomaly.get(self.targets[j], AnomalyParams())
             params.append(replace(base, **overrides) if overrides else base)
         return params
 
@@ -121,28 +120,47 @@ class StreamEngine:
             return None
         slot = len(self.streams)
         if slot >= self._capacity:
-            self._grow(max(16, 2 * self._capacity))
-        reference = self.bundle.manifest.drift
-        monitor = DriftMonitor(reference, self.settings.drift_window, self.settings.drift_limits) if reference else None
-        state = StreamState(slot, [StreamAnomaly(p) for p in self._anomaly_params(name)], drift=monitor)
+            self._grow(2 * self._capacity)
+        for params in self._anomaly_params(name):
+            self._anomaly.add(params)  # rows slot * observed targets + k
+        if self._drift is not None:
+            self._drift.add()  # row `slot`
+        state = StreamState(slot)
         self.streams[name] = state
         return state
 
     def _grow(self, capacity: int) -> None:
-        grown = self.backend.zero_state(capacity)
-        for new, old in zip(grown, self._states, strict=True):
-            new[: len(old)] = old
-        self._states = grown
-        last = np.zeros((capacity, len(self.features)), dtype=np.float32)
-        last[: len(self._last_scaled)] = self._last_scaled
-        self._last_scaled = last
+        """Room for `capacity` streams in the per-stream arrays (the recurrent state, the previous sample and the
+        forecast made at it, numbering), and the memoryviews the batch-of-one path reads them through."""
+        used = len(self.streams)
+
+        def grown(old: np.ndarray | None, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+            new = np.zeros(shape, dtype=dtype)
+            if old is not None:
+                new[:used] = old[:used]
+            return new
+
+        first = self._capacity == 0
+        states = self.backend.zero_state(capacity)
+        if not first:
+            for new, old in zip(states, self._states, strict=True):
+                new[:used] = old[:used]
+        self._states = states
+        self._last_scaled = grown(None if first else self._last_scaled, (capacity, len(self.features)), np.float32)
+        self._expected = grown(None if first else self._expected, (capacity, len(self._observed)), np.float64)
+        self._seen = grown(None if first else self._seen, (capacity,), np.int64)
+        self._seq = grown(None if first else self._seq, (capacity,), np.int64)
+        self._has_expected = grown(None if first else self._has_expected, (capacity,), np.bool_)
         self._capacity = capacity
+        self._seen_of, self._seq_of = memoryview(self._seen), memoryview(self._seq)
+        self._has_expected_of = memoryview(self._has_expected)
+        self._expected_of = memoryview(self._expected.reshape(-1))
 
     def _reset(self, state: StreamState) -> None:
         for tensor in self._states:
             tensor[state.slot] = 0.0
-        state.seen = 0
-        state.previous_forecast = None
+        self._seen[state.slot] = 0
+        self._has_expected[state.slot] = False
 
     def _admit(self, sample: Sample) -> StreamState | Rejected:
         """Time order, gap reset and the stream limit; a refused sample changes no state."""
@@ -150,204 +168,234 @@ class StreamEngine:
             return Rejected(
                 sample.stream, f"{len(sample.values)} values, the model needs {len(self.features)}", "engine"
             )
-        if not all(math.isfinite(v) for v in sample.values):
+        total = sum(sample.values)  # one C call: finite unless a value is not (or the sum overflowed)
+        if total - total != 0.0 and not all(math.isfinite(v) for v in sample.values):
             return Rejected(sample.stream, "a value is NaN or infinite", "engine")
-        state = self._stream(sample.stream)
+        state = self.streams.get(sample.stream) or self._stream(sample.stream)
         if state is None:
             return Rejected(
                 sample.stream,
                 f"more than max_streams={self.settings.max_streams} streams: new stream refused",
                 "engine",
             )
-        if state.last_ts is not None:
-            delta = sample.ts - state.last_ts
+        last = state.last_ts
+        if last is not None:
+            delta = sample.ts - last
             if delta <= 0:
                 kind = "duplicate" if delta == 0 else "out-of-order"
-                return Rejected(
-                    sample.stream, f"{kind} timestamp {sample.ts_text} (last accepted {state.last_ts})", "engine"
-                )
-            if state.interval is not None and delta > self.settings.gap_factor * state.interval:
+                return Rejected(sample.stream, f"{kind} timestamp {sample.ts_text} (last accepted {last})", "engine")
+            interval = state.interval
+            if interval is not None and delta > self.settings.gap_factor * interval:
                 self._reset(state)
                 state.resets += 1
                 self.counters.gap_resets += 1
             else:
-                state.interval = delta if state.interval is None else 0.9 * state.interval + 0.1 * delta
+                state.interval = delta if interval is None else 0.9 * interval + 0.1 * delta
         state.last_ts = sample.ts
         return state
 
     # --- the batched step -----------------------------------------------------------------------------------
-    def process(self, samples: Sequence[Sample]) -> tuple[list[Forecast], list[Rejected]]:
+    def process(self, samples: Sequence[Sample]) -> tuple[Forecasts | Classifications, list[Rejected]]:
         """Admit, batch (one sample per stream per model call, in arrival order) and forecast."""
-        forecasts: list[Forecast] = []
+        out: Forecasts | Classifications = Classifications() if self.classes else Forecasts(self._layout)
         rejected: list[Rejected] = []
         pending: list[tuple[Sample, StreamState]] = []
+        self.counters.samples += len(samples)
         for sample in samples:
-            self.counters.samples += 1
             admitted = self._admit(sample)
-            if isinstance(admitted, Rejected):
+            if type(admitted) is Rejected:
                 rejected.append(admitted)
-                continue
-            pending.append((sample, admitted))
+            else:
+                pending.append((sample, admitted))
         for batch in _rounds(pending):
-            forecasts.extend(self._step(batch))
+            if len(batch) == 1:
+                self._step_one(*batch[0], out)
+            else:
+                self._step(batch, out)
         self.counters.rejected += len(rejected)
-        return forecasts, rejected
+        return out, rejected
 
-    def _step_one(self, sample: Sample, state: StreamState) -> list[Forecast]:
+    def _step_one(self, sample: Sample, state: StreamState, out: Forecasts | Classifications) -> None:
         """The same computation as `_step` for a batch of one, on Python floats: at these sizes each numpy
         call on a tiny array costs about a microsecond, more than the arithmetic (docs/BENCHMARKS.md)."""
         slot = state.slot
         scaler = self.scaler
         one = self._one_input
+        raw = sample.values
         # the float32 buffer rounds like `Scaler.scale_inputs`, so both paths give the very same numbers
-        one[0] = [(v - m) / d for v, m, d in zip(sample.values, self._feature_mean, self._feature_std, strict=True)]
+        one[0] = [(v - m) / d for v, m, d in zip(raw, self._feature_mean, self._feature_std, strict=True)]
         scaled = one[0].tolist()
+        seen = self._seen_of[slot]
         if scaler.diff_columns:
             previous = self._last_scaled[slot].tolist()
             self._last_scaled[slot] = scaled
             for c in scaler.diff_columns:
-                one[0, c] = 0.0 if state.seen == 0 else scaled[c] - previous[c]
+                one[0, c] = 0.0 if seen == 0 else scaled[c] - previous[c]
         output, new_states = self.backend.step(one, [tensor[slot : slot + 1] for tensor in self._states])
         for tensor, new in zip(self._states, new_states, strict=True):
             tensor[slot] = new[0]
         self.counters.batches += 1
-        state.seen += 1
-        values = output[0].tolist()
+        seen += 1
+        self._seen_of[slot] = seen
         if self.classes:
-            message = self._classification(sample, state, list(sample.values), output[0])
-            return [Forecast(sample.stream, message)] if message is not None else []
-        last = scaled if scaler.relative_to_last else None
+            self._classification(sample, slot, seen, output[0], out)
+            return
+        values = output[0].tolist()
         width = len(self.targets)
-        forecast = []
-        for k in range(scaler.horizon):
-            step = []
-            for j in range(width):
+        # [T][H]: the layout of a message's `forecast`
+        forecast = [[0.0] * scaler.horizon for _ in range(width)]
+        for j in range(width):
+            last = scaled[scaler.target_columns[j]] if scaler.relative_to_last else None
+            mean, std, row = self._target_mean[j], self._target_std[j], forecast[j]
+            for k in range(scaler.horizon):
                 value = values[k * width + j]
                 if last is not None:
-                    value += last[scaler.target_columns[j]]
-                step.append(value * self._target_std[j] + self._target_mean[j])
-            forecast.append(step)
-        message = self._message(sample, state, list(sample.values), forecast)
-        return [Forecast(sample.stream, message)] if message is not None else []
+                    value += last
+                row[k] = value * std + mean
+        observed = [raw[c] for c in self._observed_columns]
+        base = slot * len(observed)
+        residual: list[float] | None = None
+        score: float | None = None
+        alarm = False
+        if self._has_expected_of[slot]:
+            expected = self._expected_of
+            residual = [value - expected[base + k] for k, value in enumerate(observed)]
+            score = 0.0
+            for k, value in enumerate(observed):
+                try:
+                    target_score, target_alarm = self._anomaly.update_one(base + k, residual[k], value)
+                except InputError:  # a non-finite residual: the model's forecast was not a number
+                    continue
+                if target_score > score:
+                    score = target_score
+                alarm = alarm or target_alarm
+        if self._drift is not None:
+            known = residual if residual is not None and len(observed) == width and _finite(residual) else None
+            self._drift.update_one(slot, raw, known)
+        if seen <= self.warmup:
+            self._has_expected_of[slot] = False
+            return
+        self._has_expected_of[slot] = True
+        for k, j in enumerate(self._observed):
+            self._expected_of[base + k] = forecast[j][0]
+        self.counters.forecasts += 1
+        self.counters.alarms += alarm
+        seq = self._seq_of[slot]
+        self._seq_of[slot] = seq + 1
+        out.add(sample.stream, seq, sample.ts_text, observed, forecast, residual, score, alarm)
 
-    def _step(self, batch: list[tuple[Sample, StreamState]]) -> list[Forecast]:
-        if len(batch) == 1:
-            return self._step_one(*batch[0])
+    def _step(self, batch: list[tuple[Sample, StreamState]], out: Forecasts | Classifications) -> None:
         rows = np.fromiter((state.slot for _, state in batch), dtype=np.intp, count=len(batch))
         raw = np.array([sample.values for sample, _ in batch], dtype=np.float64)
         scaled = self.scaler.scale_inputs(raw)
         inputs = scaled
+        seen = self._seen[rows]
         if self.scaler.diff_columns:  # the change since the stream's previous sample; 0 after a start or reset
             columns = self.scaler.diff_columns
             inputs = scaled.copy()
             change = scaled[:, columns] - self._last_scaled[rows][:, columns]
-            fresh = np.array([state.seen == 0 for _, state in batch])
-            change[fresh] = 0.0
+            change[seen == 0] = 0.0
             inputs[:, columns] = change
             self._last_scaled[rows] = scaled
         output, new_states = self.backend.step(inputs, [tensor[rows] for tensor in self._states])
         for tensor, new in zip(self._states, new_states, strict=True):
             tensor[rows] = new
         self.counters.batches += 1
-        results = []
+        seen += 1
+        self._seen[rows] = seen
         if self.classes:
             for row, (sample, state) in enumerate(batch):
-                state.seen += 1
-                message = self._classification(sample, state, list(sample.values), output[row])
-                if message is not None:
-                    results.append(Forecast(sample.stream, message))
-            return results
-        forecast_units = self.scaler.forecast_units(output, scaled).tolist()  # [B][H][T]
-        for row, (sample, state) in enumerate(batch):
-            state.seen += 1
-            message = self._message(sample, state, list(sample.values), forecast_units[row])
-            if message is not None:
-                results.append(Forecast(sample.stream, message))
-        return results
+                self._classification(sample, state.slot, int(seen[row]), output[row], out)
+            return
+        units = self.scaler.forecast_units(output, scaled)  # (B, H, T)
+        observed = raw[:, self._observed_columns]
+        width = observed.shape[1]
+        known = self._has_expected[rows]
+        residual = observed - self._expected[rows]  # meaningless where not `known`
+        score = np.zeros(len(batch))
+        alarm = np.zeros(len(batch), dtype=bool)
+        for k in range(width):
+            scored = known & np.isfinite(residual[:, k])
+            if scored.any():
+                target_score, target_alarm = self._anomaly.update(
+                    rows[scored] * width + k, residual[scored, k], observed[scored, k]
+                )
+                score[scored] = np.where(target_score > score[scored], target_score, score[scored])
+                alarm[scored] |= target_alarm
+        if self._drift is not None:
+            learn = known & np.isfinite(residual).all(axis=1) if width == len(self.targets) else None
+            self._drift.update(rows, raw, residual if learn is not None else None, learn)
+        warm = seen > self.warmup
+        self._has_expected[rows] = warm
+        self._expected[rows] = units[:, 0, self._observed]
+        if not warm.all():
+            picked = np.flatnonzero(warm)
+            batch = [batch[i] for i in picked.tolist()]
+            rows, observed, units, residual = rows[picked], observed[picked], units[picked], residual[picked]
+            known, score, alarm = known[picked], score[picked], alarm[picked]
+        if not batch:
+            return
+        seq = self._seq[rows]
+        self._seq[rows] = seq + 1
+        self.counters.forecasts += len(batch)
+        self.counters.alarms += int(alarm.sum())
+        out.extend(
+            [sample.stream for sample, _ in batch],
+            [sample.ts_text for sample, _ in batch],
+            seq.tolist(),
+            observed,
+            units,
+            residual,
+            known,
+            score,
+            alarm,
+        )
 
     def _classification(
-        self, sample: Sample, state: StreamState, raw: list[float], output: np.ndarray
-    ) -> dict[str, Any] | None:
+        self, sample: Sample, slot: int, seen: int, output: np.ndarray, out: Forecasts | Classifications
+    ) -> None:
         """A classifier's message: the class probabilities after this sample and the most likely class."""
-        if state.drift is not None:
-            state.drift.update(raw, None)
-        if state.seen <= self.warmup:
-            return None
+        if self._drift is not None:
+            self._drift.update_one(slot, sample.values, None)
+        if seen <= self.warmup:
+            return
         if len(self.classes) == 2 and len(output) == 1:  # one sigmoid output: P(classes[1])
             probabilities = [1.0 - float(output[0]), float(output[0])]
         else:
             probabilities = [float(p) for p in output]
         best = int(np.argmax(probabilities))
         self.counters.forecasts += 1
-        message = {
-            "stream": sample.stream,
-            "boot": self.boot,
-            "seq": state.seq,
-            "ts": sample.ts_text,
-            "probabilities": dict(zip(self.classes, probabilities, strict=True)),
-            "class": self.classes[best],
-            "bundle": self.bundle.digest,
-        }
-        state.seq += 1
-        return message
-
-    def _message(
-        self, sample: Sample, state: StreamState, raw: list[float], forecast: list[list[float]]
-    ) -> dict[str, Any] | None:
-        observed: dict[str, float] = {}
-        residual: dict[str, float | None] = dict.fromkeys(self.targets)
-        previous = state.previous_forecast
-        score: float | None = None if previous is None else 0.0
-        alarm = False
-        for j, target, column in self._observed_targets:
-            value = raw[column]
-            observed[target] = value
-            if previous is None:
-                continue
-            residual[target] = value - previous[0][j]
-            try:
-                verdict = state.anomaly[j].update(residual[target], value)
-            except InputError:
-                continue
-            if verdict.score > score:
-                score = verdict.score
-            alarm = alarm or verdict.alarm
-        if state.drift is not None:
-            # the residuals are known when every target is an input and a forecast was made for this sample
-            known = tuple(residual.values()) if previous is not None and len(observed) == len(residual) else None
-            state.drift.update(raw, known)
-        warm = state.seen > self.warmup
-        state.previous_forecast = forecast if warm else None
-        if not warm:
-            return None
-        self.counters.forecasts += 1
-        self.counters.alarms += alarm
-        message = {
-            "stream": sample.stream,
-            "boot": self.boot,
-            "seq": state.seq,
-            "ts": sample.ts_text,
-            "observed": observed,
-            "forecast": {t: [step[j] for step in forecast] for j, t in enumerate(self.targets)},
-            "residual": residual,
-            "score": score,
-            "alarm": alarm,
-            "bundle": self.bundle.digest,
-        }
-        state.seq += 1
-        return message
+        seq = self._seq_of[slot]
+        self._seq_of[slot] = seq + 1
+        out.append(
+            sample.stream,
+            {
+                "stream": sample.stream,
+                "boot": self.boot,
+                "seq": seq,
+                "ts": sample.ts_text,
+                "probabilities": dict(zip(self.classes, probabilities, strict=True)),
+                "class": self.classes[best],
+                "bundle": self.bundle.digest,
+            },
+        )
 
     def stream_summary(self) -> dict[str, dict[str, Any]]:
         """Per stream, for the metrics message: numbering, gap resets, sampling interval, drift."""
         return {
             name: {
-                "seq": s.seq,
+                "seq": self._seq_of[s.slot],
                 "gap_resets": s.resets,
                 "interval_s": s.interval,
-                "drift": s.drift.snapshot() if s.drift else None,
+                "drift": self._drift.snapshot(s.slot) if self._drift is not None else None,
             }
             for name, s in self.streams.items()
         }
+
+
+def _finite(values: list[float]) -> bool:
+    total = sum(values)
+    return total - total == 0.0 or all(math.isfinite(v) for v in values)
 
 
 def _rounds(pending: list[tuple[Sample, StreamState]]) -> list[list[tuple[Sample, StreamState]]]:
@@ -355,6 +403,8 @@ def _rounds(pending: list[tuple[Sample, StreamState]]) -> list[list[tuple[Sample
     (a live stream's usual call) is its own round."""
     if len(pending) <= 1:
         return [pending] if pending else []
+    if len({id(state) for _, state in pending}) == len(pending):  # every stream once: the usual batch
+        return [pending]
     rounds: list[list[tuple[Sample, StreamState]]] = []
     taken: dict[int, int] = {}
     for item in pending:

@@ -25,9 +25,8 @@ from edge_runtime.backends import open_step_backend
 from edge_runtime.bundle import Bundle, load_bundle
 from edge_runtime.config import RuntimeConfig
 from edge_runtime.drift import DriftLimits
-from edge_runtime.engine import EngineSettings, Forecast, StreamEngine
+from edge_runtime.engine import EngineSettings, StreamEngine
 from edge_runtime.errors import RnnedgeError
-from edge_runtime.forecast_json import dumps_message
 from edge_runtime.metrics import LatencyWindow, RefusalLog, metrics_message
 from edge_runtime.samples import Rejected, Sample
 from edge_runtime.sources import open_source
@@ -187,9 +186,6 @@ class Runtime:
             self.broker.publish_retained([(m.topic, m.payload) for m in messages])
             self.announced.add(stream)
 
-    def _topic(self, forecast: Forecast) -> str:
-        return f"{self.config.prefix}/forecast/{forecast.stream}"
-
     def _refuse(self, rejected: list[Rejected]) -> None:
         for item in rejected:
             if self.refusals.record(_refusal_kind(item.reason)):
@@ -230,7 +226,10 @@ class Runtime:
             forecasts, refused = self.engine.process(samples)
             self.latency.add((time.perf_counter_ns() - started) // len(samples), len(samples))
             self._refuse(refused)
-            self.publisher.enqueue([(self._topic(f), dumps_message(f.message)) for f in forecasts])
+            prefix = f"{self.config.prefix}/forecast/"
+            self.publisher.enqueue(
+                [(prefix + s, text) for s, text in zip(forecasts.streams, forecasts.texts(), strict=True)]
+            )
         return len(samples)
 
     def _confirm(self) -> None:
@@ -255,7 +254,7 @@ class Runtime:
                 now = time.monotonic()
                 if config.mqtt is not None and now - last_metrics >= config.metrics_interval:
                     message = self._metrics(interval_samples, now - last_metrics)
-                    self.publisher.enqueue([(f"{config.prefix}/metrics", dumps_message(message))])
+                    self.publisher.enqueue([(f"{config.prefix}/metrics", json.dumps(message, separators=(",", ":")))])
                     last_metrics, interval_samples = now, 0
                 if self.config.home_assistant and self.broker is not None and self.broker.connected:
                     self._announce()
@@ -274,7 +273,7 @@ class Runtime:
             log.error("the source ended early: %s", self.source.error)
         if self.config.mqtt is not None:  # a last metrics message: the totals of this run
             message = self._metrics(interval_samples, time.monotonic() - last_metrics)
-            self.publisher.enqueue([(f"{config.prefix}/metrics", dumps_message(message))])
+            self.publisher.enqueue([(f"{config.prefix}/metrics", json.dumps(message, separators=(",", ":")))])
         return self._close()
 
     def _close(self) -> RunStats:

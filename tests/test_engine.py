@@ -47,8 +47,8 @@ def test_interleaved_streams_in_batches_equal_each_stream_alone(tiny_bundle: Tra
                 batch += [Sample("c", float(t + 1), str(t + 1), (float(data["c"][t + 1]),))]
         forecasts, refused = engine.process(batch)
         assert refused == []
-        for forecast in forecasts:
-            received[forecast.stream].append(forecast.message)
+        for message in forecasts.messages():
+            received[message["stream"]].append(message)
     warmup = engine.warmup
     for name in names:
         messages = received[name]
@@ -65,7 +65,7 @@ def test_residual_is_the_observation_minus_the_previous_one_step_forecast(tiny_b
     messages = []
     for t, value in enumerate(values):
         forecasts, _ = engine.process([Sample("s", float(t), str(t), (float(value),))])
-        messages += [f.message for f in forecasts]
+        messages += forecasts.messages()
     assert messages[0]["residual"] == {"value": None} and messages[0]["score"] is None
     for previous, current in zip(messages, messages[1:], strict=False):
         expected = current["observed"]["value"] - previous["forecast"]["value"][0]
@@ -79,12 +79,12 @@ def test_out_of_order_and_duplicate_samples_are_refused_without_touching_state(t
     baseline = engine_for(tiny_bundle)
     clean, noisy = [], []
     for t, value in enumerate(values):
-        clean += [f.message["forecast"] for f in baseline.process([Sample("s", float(t), str(t), (value,))])[0]]
+        clean += [m["forecast"] for m in baseline.process([Sample("s", float(t), str(t), (value,))])[0].messages()]
         batch = [Sample("s", float(t), str(t), (value,))]
         if t == 10:
             batch += [Sample("s", 10.0, "10", (999.0,)), Sample("s", 4.0, "4", (-999.0,))]
         forecasts, refused = engine.process(batch)
-        noisy += [f.message["forecast"] for f in forecasts]
+        noisy += [m["forecast"] for m in forecasts.messages()]
         if t == 10:
             assert [r.reason.split()[0] for r in refused] == ["duplicate", "out-of-order"]
     assert noisy == clean
@@ -97,7 +97,7 @@ def test_a_long_gap_resets_the_stream_and_it_warms_up_again(tiny_bundle: Trained
     seqs = []
     for t, value in enumerate(values):
         ts = float(t * 60 if t < 20 else t * 60 + 600)  # one-minute samples, then a ten-minute hole
-        seqs += [f.message["seq"] for f in engine.process([Sample("s", ts, str(ts), (value,))])[0]]
+        seqs += engine.process([Sample("s", ts, str(ts), (value,))])[0].seq
     warmup = engine.warmup
     assert engine.counters.gap_resets == 1
     assert engine.streams["s"].resets == 1
@@ -118,3 +118,30 @@ def test_wrong_feature_count_and_nan_are_refused(tiny_bundle: TrainedBundle) -> 
     _, refused = engine.process([Sample("s", 0.0, "0", (1.0, 2.0)), Sample("s", 1.0, "1", (float("nan"),))])
     assert [r.reason for r in refused] == ["2 values, the model needs 1", "a value is NaN or infinite"]
     assert engine.streams == {}
+
+
+def test_one_sample_per_call_and_whole_batches_give_the_same_messages_and_state(tiny_bundle: TrainedBundle) -> None:
+    """The batch-of-one path (Python floats) and the batched path (arrays) are two implementations of one
+    computation: messages, anomaly scores, alarms, drift figures and numbering agree whatever the batching.
+    20 streams (the arrays grow past their first 16 rows), one with its own short window, spikes that alarm,
+    and one stream with a gap that resets it."""
+    overrides = {"*": {"threshold": 0.3, "rearm_below": 0.1}, "s3": {"short_window": 3}}
+    settings = {"anomaly_overrides": overrides, "drift_window": 20}
+    alone, batched = engine_for(tiny_bundle, **settings), engine_for(tiny_bundle, **settings)
+    names = [f"s{k}" for k in range(20)]
+    data = {name: series(100 + k, 90) for k, name in enumerate(names)}
+    for k, name in enumerate(names):
+        data[name][40 + k : 43 + k] += 25.0  # a spike per stream, at different times
+    by_one, by_batch = [], []
+    for t in range(90):
+        ts = float(t * 60 + (900 if t >= 60 else 0))
+        batch = [Sample(n, ts + (600 if n == "s5" and t >= 30 else 0), str(t), (float(data[n][t]),)) for n in names]
+        for sample in batch:
+            by_one += alone.process([sample])[0].texts()
+        by_batch += batched.process(batch)[0].texts()
+    assert by_batch == by_one
+    assert batched.stream_summary() == alone.stream_summary()
+    counters = vars(batched.counters) | {"batches": 0}
+    assert counters == vars(alone.counters) | {"batches": 0}
+    assert alone.counters.alarms >= 20 and alone.counters.gap_resets == 1 + 20  # s5's gap, then everyone's at 60
+    assert alone.stream_summary()["s0"]["drift"]["features"]["value"]["psi"] is not None

@@ -145,8 +145,8 @@ def device_forecasts(bundle_dir: Path, dates: list[str], ot: np.ndarray, look_ba
         forecasts, rejected = engine.process([Sample("etth1", ts, text, (float(ot[row]),))])
         if rejected:
             raise InputError(f"ETTh1 row {row}: the engine refused the sample ({rejected[0].reason})")
-        for forecast in forecasts:
-            made_at[row] = forecast.message["forecast"][TARGET]
+        for message in forecasts.messages():
+            made_at[row] = message["forecast"][TARGET]
     rows = test_window_starts(horizon) - 1
     missing = [r for r in rows if r not in made_at]
     if missing:

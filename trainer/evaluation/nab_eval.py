@@ -157,9 +157,9 @@ def detect_file(path: Path, name: str, settings: DetectorSettings, scratch: Path
     scores = np.zeros(len(rows))
     for index, (row, (ts, text)) in enumerate(zip(rows, times, strict=True)):
         forecasts, _ = engine.process([Sample(stream, ts, text, row.values)])
-        for forecast in forecasts:
-            if forecast.message["alarm"]:
-                scores[index] = forecast.message["score"]
+        for alarm, score in zip(forecasts.alarm, forecasts.score, strict=True):
+            if alarm:
+                scores[index] = score
     streamed = time.perf_counter()
 
     counters = engine.counters
