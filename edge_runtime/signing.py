@@ -56,23 +56,40 @@ def generate_keypair(stem: Path) -> tuple[Path, Path]:
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
+    data = _key_bytes(path)
+    if b"PUBLIC KEY-----" in data:
+        raise RnnedgeError(
+            f"{path}: is a public key; signing needs the private key (the .key file of 'rnnedge keygen')"
+        )
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise RnnedgeError(f"{path}: not a readable unencrypted PEM private key ({exc})") from None
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):  # cryptography's own text is several sentences and a URL
+        raise RnnedgeError(f"{path}: not an unencrypted PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise RnnedgeError(f"{path}: not an ed25519 key (make one with 'rnnedge keygen')")
     return key
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
+    data = _key_bytes(path)
+    if b"PRIVATE KEY-----" in data:
+        raise RnnedgeError(
+            f"{path}: is a private key; verifying needs the public key (the .pub file of 'rnnedge keygen')"
+        )
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise RnnedgeError(f"{path}: not a readable PEM public key ({exc})") from None
+        key = serialization.load_pem_public_key(data)
+    except ValueError:
+        raise RnnedgeError(f"{path}: not a PEM public key") from None
     if not isinstance(key, Ed25519PublicKey):
         raise RnnedgeError(f"{path}: not an ed25519 public key (make one with 'rnnedge keygen')")
     return key
+
+
+def _key_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise RnnedgeError(f"{path}: cannot read the key ({exc.strerror})") from None
 
 
 def sign_manifest(bundle_dir: Path, private_key: Ed25519PrivateKey) -> None:

@@ -13,7 +13,7 @@ from conftest import RNNEDGE, TrainedBundle, copy_bundle, write_rows
 
 from edge_runtime.bundle import load_bundle
 from edge_runtime.errors import BundleError, RnnedgeError
-from edge_runtime.signing import generate_keypair, load_private_key, sign_manifest
+from edge_runtime.signing import generate_keypair, load_private_key, load_public_key, sign_manifest
 
 
 @pytest.fixture
@@ -142,3 +142,19 @@ def test_keygen_refuses_a_directory_as_the_stem(tmp_path: Path, capsys, monkeypa
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "a directory, not a key name" in err, err
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["keys"]
+
+
+def test_keys_swapped_or_unreadable_are_named_in_one_short_line(keys: tuple[Path, Path], tmp_path: Path) -> None:
+    private, public = keys
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n")
+    for load, path, expected in (
+        (load_private_key, public, f"{public}: is a public key; signing needs the private key"),
+        (load_public_key, private, f"{private}: is a private key; verifying needs the public key"),
+        (load_private_key, garbage, f"{garbage}: not an unencrypted PEM private key"),
+        (load_public_key, tmp_path / "none.pub", f"{tmp_path / 'none.pub'}: cannot read the key (No such file"),
+    ):
+        with pytest.raises(RnnedgeError) as refusal:
+            load(path)
+        assert str(refusal.value).startswith(expected) and "\n" not in str(refusal.value)
+    assert load_public_key(public) is not None and load_private_key(private) is not None
