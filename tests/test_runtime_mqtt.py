@@ -144,12 +144,20 @@ def test_a_frozen_broker_is_noticed_by_keepalive_and_nothing_is_lost(
     assert any(m["mqtt"]["connected"] is False for m in recorder.json_on("/metrics"))
 
 
+@pytest.mark.parametrize("transport", ["mqtt-3.1.1", "mqtts-5"])
 def test_sigkill_mid_stream_then_restart_delivers_the_spooled_forecasts(
-    tiny_bundle: TrainedBundle, tmp_path: Path
+    tiny_bundle: TrainedBundle, tmp_path: Path, secured, transport: str
 ) -> None:
-    broker = Mosquitto(tmp_path / "broker", free_port(), persistent=True)
-    broker.workdir.mkdir()
-    broker.start()
+    if transport == "mqtts-5":  # the runtime on a TLS listener with MQTT 5; the recorder on the plain one
+        tls_port = free_port()
+        tls = (f"listener {tls_port} 127.0.0.1", f"cafile {secured['ca']}", f"certfile {secured['cert']}")
+        broker = persistent_broker(tmp_path, extra=("allow_anonymous true", *tls, f"keyfile {secured['key']}"))
+        url = f"mqtts://127.0.0.1:{tls_port}"
+        config = config_file(tmp_path, url, ca_file=str(secured["ca"]), protocol="5")
+        connection = ("--config", str(config))
+    else:
+        broker = persistent_broker(tmp_path)
+        connection = ("--mqtt", broker.url)
     recorder = Recorder(broker.port, "plant/forecast/#", durable=True)
     csv = synthetic_csv(tmp_path / "wave.csv", 6_000)
     spool_path = tmp_path / "spool"
@@ -160,8 +168,7 @@ def test_sigkill_mid_stream_then_restart_delivers_the_spooled_forecasts(
             f"csv:{csv}",
             "--pace",
             "1000",
-            "--mqtt",
-            broker.url,
+            *connection,
             "--spool",
             str(spool_path),
         ),
@@ -181,9 +188,7 @@ def test_sigkill_mid_stream_then_restart_delivers_the_spooled_forecasts(
         empty = tmp_path / "empty.csv"
         empty.write_text("timestamp,value\n")
         second = subprocess.run(
-            run_args(
-                tiny_bundle.bundle_dir, "--source", f"csv:{empty}", "--mqtt", broker.url, "--spool", str(spool_path)
-            ),
+            run_args(tiny_bundle.bundle_dir, "--source", f"csv:{empty}", *connection, "--spool", str(spool_path)),
             capture_output=True,
             text=True,
             timeout=120,
