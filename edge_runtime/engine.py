@@ -50,6 +50,9 @@ class StreamState:
     resets: int = 0
 
 
+Pending = tuple[Sample, StreamState, bool]  # an admitted sample, its stream, and whether a gap resets it first
+
+
 @dataclass
 class EngineCounters:
     samples: int = 0
@@ -98,7 +101,7 @@ class StreamEngine:
         self.counters = previous.counters
         for name, old in previous.streams.items():
             state = self._stream(name)
-            state.last_ts, state.interval = old.last_ts, old.interval
+            state.last_ts, state.interval, state.resets = old.last_ts, old.interval, old.resets
             self._seq[state.slot] = previous._seq[old.slot]
 
     # --- stream bookkeeping -------------------------------------------------------------------------------
@@ -162,8 +165,10 @@ class StreamEngine:
         self._seen[state.slot] = 0
         self._has_expected[state.slot] = False
 
-    def _admit(self, sample: Sample) -> StreamState | Rejected:
-        """Time order, gap reset and the stream limit; a refused sample changes no state."""
+    def _admit(self, sample: Sample) -> tuple[StreamState, bool] | Rejected:
+        """Time order, the stream limit, and whether a gap before this sample resets the stream (done when the
+        sample is stepped: the stream's earlier samples of the same call come first). A refused sample changes
+        no state."""
         if len(sample.values) != len(self.features):
             return Rejected(
                 sample.stream, f"{len(sample.values)} values, the model needs {len(self.features)}", "engine"
@@ -179,6 +184,7 @@ class StreamEngine:
                 "engine",
             )
         last = state.last_ts
+        reset = False
         if last is not None:
             delta = sample.ts - last
             if delta <= 0:
@@ -186,27 +192,27 @@ class StreamEngine:
                 return Rejected(sample.stream, f"{kind} timestamp {sample.ts_text} (last accepted {last})", "engine")
             interval = state.interval
             if interval is not None and delta > self.settings.gap_factor * interval:
-                self._reset(state)
+                reset = True
                 state.resets += 1
                 self.counters.gap_resets += 1
             else:
                 state.interval = delta if interval is None else 0.9 * interval + 0.1 * delta
         state.last_ts = sample.ts
-        return state
+        return state, reset
 
     # --- the batched step -----------------------------------------------------------------------------------
     def process(self, samples: Sequence[Sample]) -> tuple[Forecasts | Classifications, list[Rejected]]:
         """Admit, batch (one sample per stream per model call, in arrival order) and forecast."""
         out: Forecasts | Classifications = Classifications() if self.classes else Forecasts(self._layout)
         rejected: list[Rejected] = []
-        pending: list[tuple[Sample, StreamState]] = []
+        pending: list[Pending] = []
         self.counters.samples += len(samples)
         for sample in samples:
             admitted = self._admit(sample)
             if type(admitted) is Rejected:
                 rejected.append(admitted)
             else:
-                pending.append((sample, admitted))
+                pending.append((sample, *admitted))
         for batch in _rounds(pending):
             if len(batch) == 1:
                 self._step_one(*batch[0], out)
@@ -215,9 +221,11 @@ class StreamEngine:
         self.counters.rejected += len(rejected)
         return out, rejected
 
-    def _step_one(self, sample: Sample, state: StreamState, out: Forecasts | Classifications) -> None:
+    def _step_one(self, sample: Sample, state: StreamState, reset: bool, out: Forecasts | Classifications) -> None:
         """The same computation as `_step` for a batch of one, on Python floats: at these sizes each numpy
         call on a tiny array costs about a microsecond, more than the arithmetic (docs/BENCHMARKS.md)."""
+        if reset:
+            self._reset(state)
         slot = state.slot
         scaler = self.scaler
         one = self._one_input
@@ -252,7 +260,7 @@ class StreamEngine:
                 if last is not None:
                     value += last
                 row[k] = value * std + mean
-        observed = [raw[c] for c in self._observed_columns]
+        observed = [float(raw[c]) for c in self._observed_columns]  # JSON: an int or numpy value is written as float
         base = slot * len(observed)
         residual: list[float] | None = None
         score: float | None = None
@@ -284,9 +292,12 @@ class StreamEngine:
         self._seq_of[slot] = seq + 1
         out.add(sample.stream, seq, sample.ts_text, observed, forecast, residual, score, alarm)
 
-    def _step(self, batch: list[tuple[Sample, StreamState]], out: Forecasts | Classifications) -> None:
-        rows = np.fromiter((state.slot for _, state in batch), dtype=np.intp, count=len(batch))
-        raw = np.array([sample.values for sample, _ in batch], dtype=np.float64)
+    def _step(self, batch: list[Pending], out: Forecasts | Classifications) -> None:
+        for _, state, reset in batch:
+            if reset:
+                self._reset(state)
+        rows = np.fromiter((state.slot for _, state, _ in batch), dtype=np.intp, count=len(batch))
+        raw = np.array([sample.values for sample, _, _ in batch], dtype=np.float64)
         scaled = self.scaler.scale_inputs(raw)
         inputs = scaled
         seen = self._seen[rows]
@@ -304,7 +315,7 @@ class StreamEngine:
         seen += 1
         self._seen[rows] = seen
         if self.classes:
-            for row, (sample, state) in enumerate(batch):
+            for row, (sample, state, _) in enumerate(batch):
                 self._classification(sample, state.slot, int(seen[row]), output[row], out)
             return
         units = self.scaler.forecast_units(output, scaled)  # (B, H, T)
@@ -340,8 +351,8 @@ class StreamEngine:
         self.counters.forecasts += len(batch)
         self.counters.alarms += int(alarm.sum())
         out.extend(
-            [sample.stream for sample, _ in batch],
-            [sample.ts_text for sample, _ in batch],
+            [sample.stream for sample, _, _ in batch],
+            [sample.ts_text for sample, _, _ in batch],
             seq.tolist(),
             observed,
             units,
@@ -398,14 +409,14 @@ def _finite(values: list[float]) -> bool:
     return total - total == 0.0 or all(math.isfinite(v) for v in values)
 
 
-def _rounds(pending: list[tuple[Sample, StreamState]]) -> list[list[tuple[Sample, StreamState]]]:
+def _rounds(pending: list[Pending]) -> list[list[Pending]]:
     """Round k holds each stream's k-th sample of the call: one pass, whatever the mix of streams. A single sample
     (a live stream's usual call) is its own round."""
     if len(pending) <= 1:
         return [pending] if pending else []
-    if len({id(state) for _, state in pending}) == len(pending):  # every stream once: the usual batch
+    if len({id(item[1]) for item in pending}) == len(pending):  # every stream once: the usual batch
         return [pending]
-    rounds: list[list[tuple[Sample, StreamState]]] = []
+    rounds: list[list[Pending]] = []
     taken: dict[int, int] = {}
     for item in pending:
         k = taken.get(item[1].slot, 0)

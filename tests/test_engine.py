@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from conftest import TrainedBundle
@@ -145,3 +147,26 @@ def test_one_sample_per_call_and_whole_batches_give_the_same_messages_and_state(
     assert counters == vars(alone.counters) | {"batches": 0}
     assert alone.counters.alarms >= 20 and alone.counters.gap_resets == 1 + 20  # s5's gap, then everyone's at 60
     assert alone.stream_summary()["s0"]["drift"]["features"]["value"]["psi"] is not None
+
+
+def test_a_gap_inside_one_call_resets_the_stream_where_it_happens(tiny_bundle: TrainedBundle) -> None:
+    """12 samples of one stream with a gap before the 9th, one per call or in two calls of 6: the stream's samples
+    before the gap still run from its state, and the reset comes with the sample after the gap."""
+    values = series(7, 12)
+    samples = [Sample("a", 60.0 * t + (10_000 if t >= 8 else 0), str(t), (float(values[t]),)) for t in range(12)]
+    alone, batched = engine_for(tiny_bundle), engine_for(tiny_bundle)
+    by_one = [text for s in samples for text in alone.process([s])[0].texts()]
+    by_call = batched.process(samples[:6])[0].texts() + batched.process(samples[6:])[0].texts()
+    assert [json.loads(t)["ts"] for t in by_one] == ["4", "5", "6", "7"]  # warm-up 4, then again after the gap
+    assert by_call == by_one
+    assert batched.counters.gap_resets == alone.counters.gap_resets == 1
+
+
+def test_int_and_numpy_sample_values_are_written_as_json_floats(tiny_bundle: TrainedBundle) -> None:
+    plain, numeric = engine_for(tiny_bundle), engine_for(tiny_bundle)
+    texts, expected = [], []
+    for t in range(30):
+        value = 80 + t % 3
+        texts += numeric.process([Sample("a", 60.0 * t, str(t), (np.float64(value) if t % 2 else value,))])[0].texts()
+        expected += plain.process([Sample("a", 60.0 * t, str(t), (float(value),))])[0].texts()
+    assert texts == expected and json.loads(texts[-1])["observed"] == {"value": 82.0}  # 80 + 29 % 3
