@@ -98,6 +98,7 @@ class Runtime:
         self.refusals = RefusalLog()
         self.stop = threading.Event()
         self.confirmed = False
+        self._before = (0, 0)  # forecasts made and messages delivered before the running bundle took over
         self.spool: Spool | None = None
         self.publisher: SpooledPublisher | JsonLinesOut
         if config.mqtt is None:
@@ -147,8 +148,10 @@ class Runtime:
         artifact = bundle.manifest.artifact(FORMAT_OF_BACKEND[self.config.backend], self.config.precision)
         engine = StreamEngine(bundle, open_step_backend(bundle, artifact), self.engine.settings, self.boot)
         engine.continue_from(self.engine)
+        # the new version is confirmed after its own first forecast, and a delivery after the switch
+        self._before = (engine.counters.forecasts, self.broker.delivered if self.broker is not None else 0)
         self.engine, self.bundle = engine, bundle
-        self.confirmed = False  # the new version is confirmed after its own first published forecast
+        self.confirmed = False
         if self.config.home_assistant:
             self.republish.set()  # its targets may have changed
 
@@ -235,8 +238,9 @@ class Runtime:
     def _confirm(self) -> None:
         """Probation (devices/README.md): once this run's first forecast is out, tell the bundle store the newly
         activated bundle works. A no-op for a bundle that is not a store's `current`."""
-        out = self.broker.delivered > 0 if self.broker is not None else self.engine.counters.forecasts > 0
-        if out and self.engine.counters.forecasts > 0:
+        forecasts, delivered = self._before  # the counters carry on across a switch
+        made = self.engine.counters.forecasts > forecasts
+        if made and (self.broker is None or self.broker.delivered > delivered):
             confirm_running(self.config.bundle, self.bundle.digest)
             self.confirmed = True
 

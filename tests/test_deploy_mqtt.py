@@ -9,6 +9,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -409,3 +410,63 @@ def test_the_result_message_is_json_with_the_documented_fields(device: Device, f
         "exit_code",
     }
     assert device.results.messages[0][2] is False  # not retained
+
+
+@pytest.mark.slow
+def test_the_real_runtime_switches_on_a_deploy_and_confirms_after_the_new_versions_first_forecast(
+    mosquitto: Mosquitto, tmp_path: Path, fleet: Fleet
+) -> None:
+    """`rnnedge run` from a bundle store takes a deploy over MQTT and forecasts with the new version, numbering
+    carried on. The new version is confirmed only once it has made a forecast itself: an idle source must not
+    confirm it on the strength of the old version's forecasts."""
+    from test_runtime_mqtt import RNNEDGE, good_samples, publish, wait_until
+
+    store = BundleStore(tmp_path / "bundles", fleet.public_key, keep=3)
+    store.activate(fleet.running.path)
+    confirmed = store.root / "confirmed"
+    recorder = Recorder(mosquitto.port, f"{PREFIX}/#")
+    runtime = subprocess.Popen(
+        [
+            *RNNEDGE,
+            "run",
+            str(store.root / "current"),
+            "--verify-key",
+            str(fleet.public_key),
+            "--topic-prefix",
+            PREFIX,
+            "--source",
+            "mqtt:in/+/value={1}",
+            "--mqtt",
+            mosquitto.url,
+            "--spool",
+            str(tmp_path / "spool"),
+        ],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_until(lambda: (f"{PREFIX}/status", b"online") in [(t, p) for t, p, _ in recorder.messages], 20)
+        time.sleep(0.5)  # the runtime subscribes right after connecting
+        publish(mosquitto.port, good_samples(0, 20))
+        assert wait_until(lambda: confirmed.exists() and confirmed.read_text() == fleet.running.digest + "\n", 20)
+        result = deploy_over_mqtt(fleet.signed.path, mosquitto.url, PREFIX, 60)
+        assert result["ok"] is True and result["changed"] is True
+        time.sleep(2.0)  # many turns of the runtime's loop with no sample coming in
+        assert confirmed.read_text() == fleet.running.digest + "\n"
+        publish(mosquitto.port, good_samples(20, 20))
+        assert wait_until(lambda: confirmed.read_text() == fleet.signed.digest + "\n", 20)
+        recorder.settle(0.5)
+    finally:
+        runtime.terminate()
+        _, stderr = runtime.communicate(timeout=30)
+        recorder.close()
+    assert runtime.returncode == 0, stderr
+    forecasts = recorder.json_on("/forecast/wave")
+    by_bundle = {
+        digest: [m["seq"] for m in forecasts if m["bundle"] == digest] for digest in {m["bundle"] for m in forecasts}
+    }
+    warmup = fleet.running.manifest.warmup_steps
+    old, new = by_bundle[fleet.running.digest], by_bundle[fleet.signed.digest]
+    assert old == list(range(20 - warmup))  # the new version warms up again, and numbering carries on
+    assert new == list(range(len(old), len(old) + 20 - warmup))
