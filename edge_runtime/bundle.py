@@ -333,6 +333,9 @@ def _str(value: Any, where: str) -> str:
 def _strings(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise BundleError(f"{where} must be a list of strings, not {_shown(value)}")
+    repeated = [item for k, item in enumerate(value) if item in value[:k]]
+    if repeated:  # names key the messages' objects: a repeated one would hide a column
+        raise BundleError(f"{where} names {repeated[0]!r} twice")
     return tuple(value)
 
 

@@ -105,6 +105,7 @@ def test_a_state_the_numpy_cells_do_not_have_is_refused(tiny_bundle: TrainedBund
         (lambda m: m["anomaly"].update(value=[]), "anomaly.value must be an object, not list"),
         (lambda m: m["data"].update(relative_to_last="yes"), 'data.relative_to_last must be true or false, not "yes"'),
         (lambda m: m["model"].pop("cell"), "missing field 'model.cell'"),
+        (lambda m: m["data"].update(targets=["value", "value"]), "data.targets names 'value' twice"),
     ],
     ids=[
         "std-string",
@@ -119,6 +120,7 @@ def test_a_state_the_numpy_cells_do_not_have_is_refused(tiny_bundle: TrainedBund
         "anomaly-list",
         "flag-string",
         "missing-nested",
+        "target-twice",
     ],
 )
 def test_manifest_type_errors_name_the_field(
