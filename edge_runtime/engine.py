@@ -374,7 +374,10 @@ class StreamEngine:
             probabilities = [1.0 - float(output[0]), float(output[0])]
         else:
             probabilities = [float(p) for p in output]
-        best = int(np.argmax(probabilities))
+        if not all(map(math.isfinite, probabilities)):  # a broken model: JSON null, no class
+            probabilities = [p if math.isfinite(p) else None for p in probabilities]
+        known = [k for k, p in enumerate(probabilities) if p is not None]
+        best = max(known, key=probabilities.__getitem__) if known else None  # the first of equals, like argmax
         self.counters.forecasts += 1
         seq = self._seq_of[slot]
         self._seq_of[slot] = seq + 1
@@ -386,7 +389,7 @@ class StreamEngine:
                 "seq": seq,
                 "ts": sample.ts_text,
                 "probabilities": dict(zip(self.classes, probabilities, strict=True)),
-                "class": self.classes[best],
+                "class": None if best is None else self.classes[best],
                 "bundle": self.bundle.digest,
             },
         )

@@ -4,7 +4,8 @@ Columns rather than a dict per message: at a thousand streams, building a dict f
 with the standard encoder took more time than the model, the anomaly scores and the drift monitors together.
 The message schema is fixed (docs/runtime.md), so `Forecasts.texts` fills one precomputed template per row and
 writes byte for byte what `json.dumps(message, separators=(",", ":"))` writes for `Forecasts.messages()`; a row
-holding a number JSON has no literal for (a NaN forecast from a broken model) is written by `json.dumps` itself.
+holding a number JSON has no literal for (a NaN forecast from a broken model) is written by `json.dumps` itself,
+with `null` for that number.
 """
 
 from __future__ import annotations
@@ -108,8 +109,13 @@ class Forecasts:
         self.alarm += alarm.tolist()
 
     def message(self, i: int) -> dict[str, Any]:
+        """Row i as a dict. NaN and infinities (a broken model's forecast, and the residual it leads to) become
+        None: JSON has no literal for them, and strict parsers refuse json.dumps' `NaN`."""
         layout = self.layout
-        residual = self.residual[i]
+        residual, forecast = self.residual[i], self.forecast[i]
+        if i in self.irregular:
+            forecast = [[_json_number(v) for v in steps] for steps in forecast]
+            residual = None if residual is None else [_json_number(v) for v in residual]
         residuals: dict[str, float | None] = dict.fromkeys(layout.targets)
         if residual is not None:
             residuals.update(zip(layout.observed, residual, strict=True))
@@ -119,7 +125,7 @@ class Forecasts:
             "seq": self.seq[i],
             "ts": self.ts[i],
             "observed": dict(zip(layout.observed, self.observed[i], strict=True)),
-            "forecast": dict(zip(layout.targets, self.forecast[i], strict=True)),
+            "forecast": dict(zip(layout.targets, forecast, strict=True)),
             "residual": residuals,
             "score": self.score[i],
             "alarm": self.alarm[i],
@@ -180,6 +186,10 @@ class Forecasts:
                 strict=True,
             )
         ]
+
+
+def _json_number(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 @lru_cache(maxsize=8)

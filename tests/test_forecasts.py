@@ -4,6 +4,7 @@ was added (Python values or arrays), with NaN and infinities, odd names and a mi
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 from hypothesis import given
@@ -54,12 +55,14 @@ def standard(message: dict) -> str:
 def test_texts_are_exactly_what_json_dumps_writes(case: tuple[Forecasts, list[tuple]]) -> None:
     forecasts, rows = case
     messages = forecasts.messages()
-    assert forecasts.texts() == [standard(m) for m in messages]
+    texts = forecasts.texts()
+    assert texts == [standard(m) for m in messages]
+    assert not any(word in text for text in texts for word in ("NaN", "Infinity"))  # strict JSON: null instead
     for message, (stream, seq, _, observed, forecast, residual, score, alarm) in zip(messages, rows, strict=True):
         assert tuple(message) == FORECAST_KEYS
         assert (message["stream"], message["seq"], message["score"], message["alarm"]) == (stream, seq, score, alarm)
         assert list(message["observed"].values()) == observed
-        assert list(message["forecast"].values()) == forecast
+        assert list(message["forecast"].values()) == [[v if math.isfinite(v) else None for v in f] for f in forecast]
         if residual is None:
             assert set(message["residual"].values()) == {None}
 
@@ -90,6 +93,9 @@ def test_rows_from_arrays_equal_rows_from_python_values() -> None:
         )
     assert from_arrays.texts() == one_by_one.texts() == [standard(m) for m in from_arrays.messages()]
     assert from_arrays.irregular == {1, 2}  # NaN residual and forecast, infinite forecast: json.dumps writes them
+    second, third = (json.loads(text) for text in from_arrays.texts()[1:])
+    assert second["forecast"]["temp"] == [None, 21.2] and second["residual"]["temp"] is None
+    assert third["forecast"]["flow"] == [0.0, None]
     first = json.loads(from_arrays.texts()[0])
     assert first["forecast"] == {"temp": [20.6, 20.7], "flow": [1.0, 2.0]}
     assert first["residual"] == {"temp": 0.1, "flow": None}
