@@ -390,23 +390,13 @@ class DriftBank:
         """Learn one sample of `row` (a row `add` returned) and its residuals, if known. Bad input raises
         InputError and changes nothing. The same arithmetic as `update`, on Python floats."""
         layout = self._layout
-        # the checks' common case inline (a call costs a twentieth of this update); anything odd goes to `check`,
-        # which names the problem (or passes a sum that merely overflowed)
-        try:
-            fine = len(values) == len(layout.features) and (s := sum(values, 0.0)) - s == 0.0
-        except TypeError:
-            fine = False
-        if not fine:
+        # anything odd goes to `check`, which names the problem (or passes a sum that merely overflowed)
+        if not _plainly_fine(values, len(layout.features)):
             self._inputs.check(values, "value")
         if residuals is None or not layout.targets:
             residuals = None
-        else:
-            try:
-                fine = len(residuals) == len(layout.targets) and (s := sum(residuals, 0.0)) - s == 0.0
-            except TypeError:
-                fine = False
-            if not fine:
-                self._residuals.check(residuals, "residual")
+        elif not _plainly_fine(residuals, len(layout.targets)):
+            self._residuals.check(residuals, "residual")
         window, max_z = self.window, MAX_Z
         state = self._views[row]  # 0, 1, 2: samples, residual samples, total (see _Layout)
         n = state[0] + 1.0
@@ -555,6 +545,15 @@ def _psi(counts: Sequence[float], total: float, proportions: Sequence[float]) ->
         actual, expected = max(count / total, PSI_FLOOR), max(share, PSI_FLOOR)
         psi += (actual - expected) * math.log(actual / expected)
     return psi
+
+
+def _plainly_fine(values: Sequence[float], count: int) -> bool:
+    """`count` finite numbers, in the common case: one C-level sum (finite unless a value is not, or the sum
+    overflowed). False sends the values to the check that names the problem."""
+    try:
+        return len(values) == count and (total := sum(values, 0.0)) - total == 0.0
+    except TypeError:
+        return False
 
 
 def _judge(path: str, shift: float, ratio: float, limits: DriftLimits, reasons: list[str]) -> dict[str, Any]:

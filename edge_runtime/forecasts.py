@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from functools import lru_cache
 from json.encoder import encode_basestring_ascii as _text  # json.dumps' default, ensure_ascii=True
 from typing import Any, NamedTuple
@@ -143,17 +144,7 @@ class Forecasts:
         else:
             known, first = _templates(layout)
             texts = []
-            for stream, seq, ts, observed, forecast, residual, score, alarm in zip(
-                self.streams,
-                self.seq,
-                self.ts,
-                self.observed,
-                self.forecast,
-                self.residual,
-                self.score,
-                self.alarm,
-                strict=True,
-            ):
+            for stream, seq, ts, observed, forecast, residual, score, alarm in self._rows():
                 steps = [",".join(map(repr, values)) for values in forecast]
                 flag = "true" if alarm else "false"
                 if residual is None:
@@ -163,6 +154,12 @@ class Forecasts:
         for i in self.irregular:
             texts[i] = json.dumps(self.message(i), separators=(",", ":"))
         return texts
+
+    def _rows(self) -> Iterator[tuple]:
+        return zip(
+            self.streams, self.seq, self.ts, self.observed, self.forecast, self.residual, self.score, self.alarm,
+            strict=True,
+        )  # fmt: skip
 
     def _univariate_texts(self) -> list[str]:
         """One target that is also an input, the usual case: an f-string, a third faster than a template."""
@@ -174,17 +171,7 @@ class Forecasts:
             f'"forecast":{{{key}:[{",".join(map(repr, forecast[0]))}]}},'
             f'"residual":{{{key}:{"null" if residual is None else repr(residual[0])}}},'
             f'"score":{"null" if score is None else repr(score)},"alarm":{"true" if alarm else "false"}{tail}'
-            for stream, seq, ts, observed, forecast, residual, score, alarm in zip(
-                self.streams,
-                self.seq,
-                self.ts,
-                self.observed,
-                self.forecast,
-                self.residual,
-                self.score,
-                self.alarm,
-                strict=True,
-            )
+            for stream, seq, ts, observed, forecast, residual, score, alarm in self._rows()
         ]
 
 
