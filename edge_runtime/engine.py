@@ -50,6 +50,10 @@ class StreamState:
     resets: int = 0
 
 
+# messages carry the score to 4 decimals, plenty for a value in [0, 1] whose alarm threshold is 0.5 by default (the
+# alarm is decided on the exact score): a short number is half the cost of writing a full-precision one as text
+SCORE_DECIMALS = 4
+SCORE_SCALE = 10.0**SCORE_DECIMALS
 Pending = tuple[Sample, StreamState, bool]  # an admitted sample, its stream, and whether a gap resets it first
 
 
@@ -81,6 +85,7 @@ class StreamEngine:
         self.classes = manifest.classes if manifest.task == "classify" else ()
         self.features = manifest.features
         self.warmup = manifest.warmup_steps
+        self._width, self._gap_factor = len(self.features), settings.gap_factor
         columns = [manifest.features.index(t) if t in manifest.features else None for t in self.targets]
         # the targets that are also inputs: their residuals are scored, and they are `observed` in messages
         self._observed = [j for j, c in enumerate(columns) if c is not None]
@@ -165,16 +170,15 @@ class StreamEngine:
         self._seen[state.slot] = 0
         self._has_expected[state.slot] = False
 
-    def _admit(self, sample: Sample) -> tuple[StreamState, bool] | Rejected:
+    def _admit(self, sample: Sample) -> Pending | Rejected:
         """Time order, the stream limit, and whether a gap before this sample resets the stream (done when the
         sample is stepped: the stream's earlier samples of the same call come first). A refused sample changes
         no state."""
-        if len(sample.values) != len(self.features):
-            return Rejected(
-                sample.stream, f"{len(sample.values)} values, the model needs {len(self.features)}", "engine"
-            )
-        total = sum(sample.values)  # one C call: finite unless a value is not (or the sum overflowed)
-        if total - total != 0.0 and not all(math.isfinite(v) for v in sample.values):
+        values = sample.values
+        if len(values) != self._width:
+            return Rejected(sample.stream, f"{len(values)} values, the model needs {self._width}", "engine")
+        total = sum(values)  # one C call: finite unless a value is not (or the sum overflowed)
+        if total - total != 0.0 and not all(math.isfinite(v) for v in values):
             return Rejected(sample.stream, "a value is NaN or infinite", "engine")
         state = self.streams.get(sample.stream) or self._stream(sample.stream)
         if state is None:
@@ -184,21 +188,21 @@ class StreamEngine:
                 "engine",
             )
         last = state.last_ts
-        reset = False
-        if last is not None:
-            delta = sample.ts - last
-            if delta <= 0:
-                kind = "duplicate" if delta == 0 else "out-of-order"
-                return Rejected(sample.stream, f"{kind} timestamp {sample.ts_text} (last accepted {last})", "engine")
-            interval = state.interval
-            if interval is not None and delta > self.settings.gap_factor * interval:
-                reset = True
-                state.resets += 1
-                self.counters.gap_resets += 1
-            else:
-                state.interval = delta if interval is None else 0.9 * interval + 0.1 * delta
-        state.last_ts = sample.ts
-        return state, reset
+        state.last_ts = ts = sample.ts
+        if last is None:
+            return sample, state, False
+        delta = ts - last
+        if delta <= 0:
+            state.last_ts = last
+            kind = "duplicate" if delta == 0 else "out-of-order"
+            return Rejected(sample.stream, f"{kind} timestamp {sample.ts_text} (last accepted {last})", "engine")
+        interval = state.interval
+        if interval is not None and delta > self._gap_factor * interval:
+            state.resets += 1
+            self.counters.gap_resets += 1
+            return sample, state, True
+        state.interval = delta if interval is None else 0.9 * interval + 0.1 * delta
+        return sample, state, False
 
     # --- the batched step -----------------------------------------------------------------------------------
     def process(self, samples: Sequence[Sample]) -> tuple[Forecasts | Classifications, list[Rejected]]:
@@ -212,7 +216,7 @@ class StreamEngine:
             if type(admitted) is Rejected:
                 rejected.append(admitted)
             else:
-                pending.append((sample, *admitted))
+                pending.append(admitted)
         for batch in _rounds(pending):
             if len(batch) == 1:
                 self._step_one(*batch[0], out)
@@ -290,6 +294,8 @@ class StreamEngine:
         self.counters.alarms += alarm
         seq = self._seq_of[slot]
         self._seq_of[slot] = seq + 1
+        if score is not None:
+            score = round(score * SCORE_SCALE) / SCORE_SCALE  # what np.round(score, 4) gives in `_step`
         out.add(sample.stream, seq, sample.ts_text, observed, forecast, residual, score, alarm)
 
     def _step(self, batch: list[Pending], out: Forecasts | Classifications) -> None:
@@ -358,7 +364,7 @@ class StreamEngine:
             units,
             residual,
             known,
-            score,
+            np.round(score, SCORE_DECIMALS),
             alarm,
         )
 

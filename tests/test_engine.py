@@ -72,7 +72,7 @@ def test_residual_is_the_observation_minus_the_previous_one_step_forecast(tiny_b
     for previous, current in zip(messages, messages[1:], strict=False):
         expected = current["observed"]["value"] - previous["forecast"]["value"][0]
         assert current["residual"]["value"] == pytest.approx(expected, abs=1e-9)
-        assert 0.0 <= current["score"] <= 1.0
+        assert 0.0 <= current["score"] <= 1.0 and current["score"] == round(current["score"], 4)
 
 
 def test_out_of_order_and_duplicate_samples_are_refused_without_touching_state(tiny_bundle: TrainedBundle) -> None:
