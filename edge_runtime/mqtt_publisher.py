@@ -62,6 +62,8 @@ class SpooledPublisher:
         self.rejected_by_broker = 0  # MQTT 5: refused for good (e.g. by the broker's ACL): dropped, counted
         self.deferred_by_broker = 0  # MQTT 5: refused for now (e.g. quota exceeded): kept and sent again
         self.delivered = 0  # spooled messages settled: acknowledged, or refused for good
+        self.tracked: int | None = None  # a spooled message whose acceptance someone waits for (`track`)
+        self.tracked_accepted = False
         self.last_problem = ""  # why the last connection attempt failed, for the operator (never a secret)
         self._connected = False
         self._acks: list[tuple[int, int]] = []  # (mid, MQTT 5 failure code or 0) acknowledged since the last pump
@@ -251,9 +253,14 @@ class SpooledPublisher:
         """Nothing left to send or to see acknowledged: the spool is empty and no message waits or is in flight."""
         return self.spool.stats().messages == 0 and not (self._inflight or self._direct or self._deferred)
 
-    def enqueue(self, messages: list[tuple[str, str | bytes]]) -> None:
-        if messages:
-            self.spool.append_many(messages)
+    def enqueue(self, messages: list[tuple[str, str | bytes]]) -> range:
+        """Spool the messages; returns their spool ids."""
+        return self.spool.append_many(messages) if messages else range(0)
+
+    def track(self, message_id: int) -> None:
+        """Watch one spooled message: `tracked_accepted` turns true when the broker acknowledges it without
+        refusing it (the runtime's probation waits for its bundle's first forecast to be published)."""
+        self.tracked, self.tracked_accepted = message_id, False
 
     def pump(self) -> None:
         """Network I/O, then settle acknowledgements and publish spooled messages while the in-flight window has
@@ -275,6 +282,8 @@ class SpooledPublisher:
             self.rejected_by_broker += failure != 0
             if isinstance(item, SpooledMessage):  # refused for good is settled too: it would be refused again
                 settled.append(item.id)
+                if item.id == self.tracked and failure == 0:
+                    self.tracked_accepted = True
         self.delivered += len(settled)
         if settled:
             self.spool.mark_acked(settled)

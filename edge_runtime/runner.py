@@ -5,7 +5,8 @@ subscriptions), go through the engine in batches, and the forecasts go to MQTT t
 Topic layout (docs/runtime.md): `{prefix}/status` retained `online`/`offline` (last will `offline`);
 `{prefix}/forecast/{stream}` one JSON message per forecast, QoS 1; `{prefix}/metrics` every `metrics_interval` s.
 
-SIGTERM or SIGINT: stop intake, publish what is spooled (up to `drain_timeout`), publish `offline`, exit 0.
+SIGTERM or SIGINT: stop intake, publish what is spooled (up to `drain_timeout`), publish `offline`, exit 0 (2 if
+messages stay in the spool for the next start).
 """
 
 from __future__ import annotations
@@ -60,9 +61,10 @@ class JsonLinesOut:
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
 
-    def enqueue(self, messages: list[tuple[str, str]]) -> None:
+    def enqueue(self, messages: list[tuple[str, str]]) -> range:
         for topic, payload in messages:
             self.stream.write(f'{{"topic":{json.dumps(topic)},"message":{payload}}}\n')
+        return range(len(messages))
 
     def pump(self) -> None:
         self.stream.flush()
@@ -98,7 +100,7 @@ class Runtime:
         self.refusals = RefusalLog()
         self.stop = threading.Event()
         self.confirmed = False
-        self._before = (0, 0)  # forecasts made and messages delivered before the running bundle took over
+        self._first_forecast: int | None = None  # spool id of the running bundle's first forecast
         self.spool: Spool | None = None
         self.publisher: SpooledPublisher | JsonLinesOut
         if config.mqtt is None:
@@ -148,10 +150,8 @@ class Runtime:
         artifact = bundle.manifest.artifact(FORMAT_OF_BACKEND[self.config.backend], self.config.precision)
         engine = StreamEngine(bundle, open_step_backend(bundle, artifact), self.engine.settings, self.boot)
         engine.continue_from(self.engine)
-        # the new version is confirmed after its own first forecast, and a delivery after the switch
-        self._before = (engine.counters.forecasts, self.broker.delivered if self.broker is not None else 0)
         self.engine, self.bundle = engine, bundle
-        self.confirmed = False
+        self.confirmed, self._first_forecast = False, None  # the new version is confirmed by its own forecast
         if self.config.home_assistant:
             self.republish.set()  # its targets may have changed
 
@@ -230,17 +230,20 @@ class Runtime:
             self.latency.add((time.perf_counter_ns() - started) // len(samples), len(samples))
             self._refuse(refused)
             prefix = f"{self.config.prefix}/forecast/"
-            self.publisher.enqueue(
-                [(prefix + s, text) for s, text in zip(forecasts.streams, forecasts.texts(), strict=True)]
+            ids = self.publisher.enqueue(
+                [(prefix + stream, text) for stream, text in zip(forecasts.streams, forecasts.texts(), strict=True)]
             )
+            if self._first_forecast is None and ids:
+                self._first_forecast = ids[0]
+                if self.broker is not None:
+                    self.broker.track(ids[0])
         return len(samples)
 
     def _confirm(self) -> None:
-        """Probation (devices/README.md): once this run's first forecast is out, tell the bundle store the newly
-        activated bundle works. A no-op for a bundle that is not a store's `current`."""
-        forecasts, delivered = self._before  # the counters carry on across a switch
-        made = self.engine.counters.forecasts > forecasts
-        if made and (self.broker is None or self.broker.delivered > delivered):
+        """Probation (devices/README.md): once the running bundle's first forecast is published (acknowledged by
+        the broker, not refused; without a broker: written out), tell the bundle store the newly activated bundle
+        works. A no-op for a bundle that is not a store's `current`."""
+        if self._first_forecast is not None and (self.broker is None or self.broker.tracked_accepted):
             confirm_running(self.config.bundle, self.bundle.digest)
             self.confirmed = True
 

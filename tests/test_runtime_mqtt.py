@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mqtt_helpers import Recorder
 
+from edge_runtime.activation import BundleStore
 from edge_runtime.spool import Spool
 
 pytestmark = pytest.mark.slow
@@ -389,11 +390,13 @@ def config_file(tmp_path: Path, url: str, **mqtt_keys: str) -> Path:
     return path
 
 
-def run_secured(tiny_bundle: TrainedBundle, tmp_path: Path, config: Path, *extra: str) -> subprocess.CompletedProcess:
+def run_secured(
+    tiny_bundle: TrainedBundle, tmp_path: Path, config: Path, *extra: str, bundle: Path | None = None
+) -> subprocess.CompletedProcess:
     csv = synthetic_csv(tmp_path / "wave.csv", 30)
     return subprocess.run(
         run_args(
-            tiny_bundle.bundle_dir,
+            bundle or tiny_bundle.bundle_dir,
             "--config",
             str(config),
             "--source",
@@ -455,11 +458,16 @@ def test_acl_denied_publishes_are_counted_and_reported_with_mqtt5(
 ) -> None:
     broker = auth_broker(tmp_path, secured, tls=False, acl="strict-acl")
     (tmp_path / "right").write_text("s3cret-pass\n")
+    store = BundleStore(tmp_path / "bundles", None, keep=3)  # run from a store: probation applies
+    store.activate(tiny_bundle.bundle_dir)
     try:
         config = config_file(tmp_path, broker.url, username="edge", password_file=str(tmp_path / "right"), protocol="5")
-        result = run_secured(tiny_bundle, tmp_path, config)
+        # paced, so that the loop turns while the broker answers (refusals, metrics acknowledged)
+        result = run_secured(tiny_bundle, tmp_path, config, "--pace", "15", bundle=store.root / "current")
         assert result.returncode == 0, result.stderr
         # the ACL lets the status and metrics through and denies every forecast topic
         assert "the broker refused 26 publishes (check its ACL)" in result.stderr
+        # so no forecast was published: the bundle is not confirmed (metrics went through, they do not count)
+        assert not (store.root / "confirmed").exists()
     finally:
         broker.stop()
