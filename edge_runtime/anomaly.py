@@ -1,4 +1,4 @@
-"""Streaming anomaly scores and alarms from forecast residuals: one `StreamAnomaly` per stream and target.
+"""Streaming anomaly scores and alarms from forecast residuals, per stream and target.
 
 A residual alone is not comparable across sensors (0.5 K here, 500 requests/s there). `AnomalyLikelihood` turns
 it into a score in [0, 1] that means the same on every stream: how improbable the recent mean residual magnitude
@@ -7,7 +7,9 @@ validation residuals measured at export and adapts online. `ValueRange` adds NAB
 the range seen so far. `AlarmGate` turns scores into alarms, one per incident rather than one per sample: on the
 NAB corpus this de-duplication is worth more than the forecaster (benchmarks/nab_baseline.py).
 
-All of it is plain Python on floats (no numpy per call) and O(1) in time and memory per sample.
+`StreamAnomaly` (one stream and target) is plain Python on floats, O(1) in time and memory per sample: the readable
+reference. `AnomalyBank`, what the engine uses, holds many scorers as arrays: `update` scores a batch of streams with
+numpy, `update_one` one sample on Python floats, both bit-identical to `StreamAnomaly`.
 """
 
 from __future__ import annotations

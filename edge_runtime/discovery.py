@@ -4,8 +4,8 @@ Opt-in. Home Assistant reads retained entity configurations under `<prefix>/<com
 and then follows the state topics they name; an empty retained payload removes the entity. The entities read the
 forecast messages the runtime already publishes (no extra state topic), which look like
 
-    {"stream": "press-7", "seq": 0, "ts": "...", "observed": {"temp": 97.6}, "forecast": {"temp": [97.8, 98.0]},
-     "residual": {"temp": 0.1}, "score": 0.12, "alarm": false, "bundle": "<sha256>"}
+    {"stream": "press-7", "boot": 1795315000, "seq": 41, "ts": "...", "observed": {"temp": 97.6},
+     "forecast": {"temp": [97.8, 98.0]}, "residual": {"temp": 0.1}, "score": 0.12, "alarm": false, "bundle": "<sha256>"}
 
 Per stream and target a `sensor` holds the forecast one step ahead (the whole horizon as an attribute); per stream a
 `sensor` holds the anomaly score and a `binary_sensor` the alarm. All of them go unavailable when the runtime's

@@ -6,8 +6,9 @@ Per stream the engine also checks time order, resets the state after a gap, turn
 an anomaly score and alarm, and numbers its forecasts without gaps, so consumers can detect loss and duplicates.
 
 Everything a batch needs per stream is a row of arrays (recurrent state, numbering, the forecast to score the next
-sample against, the anomaly and drift state), so a batch of a thousand streams costs a few numpy calls rather than
-a Python loop per sample. A batch of one takes `_step_one`, the same computation on Python floats.
+sample against, the anomaly and drift state), so for a batch of a thousand streams the model call, the scores and
+the drift monitors are a few numpy calls; admission and each message's text remain per sample. A batch of one
+takes `_step_one`, the same computation on Python floats.
 """
 
 from __future__ import annotations
@@ -226,8 +227,8 @@ class StreamEngine:
         return out, rejected
 
     def _step_one(self, sample: Sample, state: StreamState, reset: bool, out: Forecasts | Classifications) -> None:
-        """The same computation as `_step` for a batch of one, on Python floats: at these sizes each numpy
-        call on a tiny array costs about a microsecond, more than the arithmetic (docs/BENCHMARKS.md)."""
+        """The same computation as `_step` for a batch of one, on Python floats: a numpy call on a tiny array
+        costs more than its arithmetic on floats."""
         if reset:
             self._reset(state)
         slot = state.slot

@@ -33,8 +33,8 @@ class ForecastLayout(NamedTuple):
 
 class Forecasts:
     """Row i is one forecast message: stream, seq, ts; observed values (one per observed target), forecast [T][H]
-    in sensor units, residuals (one per observed target, None before the stream's first forecast), score (None
-    then too) and alarm."""
+    in sensor units, residuals (one per observed target; None on a stream's first forecast after a start, reset or
+    model swap), score (None then too) and alarm."""
 
     __slots__ = ("layout", "streams", "seq", "ts", "observed", "forecast", "residual", "score", "alarm", "irregular")
 
