@@ -2,8 +2,9 @@
 
 Every message is appended to the spool first and published from it; the spool entry is deleted only when the
 broker acknowledges it. So forecasts made while the broker is down, or in flight when the process dies, are
-published after reconnect or restart (consumers drop duplicates by sequence number). Paho re-sends its own
-in-flight messages with their original ids after a reconnection, so the publisher never re-publishes them.
+published after reconnect or restart (consumers drop duplicates by sequence number). What was in flight when a
+connection was lost is sent again by the publisher itself, on a new paho client, within the window of the new
+connection (paho would send it all at once, whatever the broker now accepts).
 
 The client's network I/O runs in the caller's thread, in `pump`, not in paho's own thread: with paho's thread,
 every publish wakes it and the two threads trade the GIL per message (a bare publisher here reached 7,600-9,000
@@ -83,8 +84,15 @@ class SpooledPublisher:
         self._retry_delay = RECONNECT_MIN_S
         self._attempt_started = 0.0  # monotonic time the last connection attempt began
         self.connack_timeout = CONNACK_TIMEOUT_S
-        client = settings.client(client_id)
-        client.will_set(status_topic, OFFLINE, qos=1, retain=True)
+        self.client_id = client_id
+        self.client = self._new_client()
+
+    def _new_client(self) -> mqtt.Client:
+        """A configured paho client. Each connection after one that left messages in flight gets a new one:
+        paho would send all of those again at once on reconnecting, beyond what a broker that came back with a
+        lower MQTT 5 Receive Maximum accepts; the publisher sends them again itself, within the window."""
+        client = self.settings.client(self.client_id)
+        client.will_set(self.status_topic, OFFLINE, qos=1, retain=True)
         # the window is kept here (pump): paho's own limit scans every in-flight message at each acknowledgement
         # (86 us per message at a window of 1000), and 0 switches that scan off
         client.max_inflight_messages_set(0)
@@ -93,7 +101,23 @@ class SpooledPublisher:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
-        self.client = client
+        return client
+
+    def _start_afresh(self) -> None:
+        """Before connecting again: what the lost connection left in flight goes back to be sent from the spool
+        (or the direct queue), on a new client that knows nothing of it."""
+        items = list(self._inflight.values())
+        self._inflight.clear()
+        self._direct.extendleft(reversed([item for item in items if isinstance(item, Direct)]))
+        spooled = [item.id for item in items if isinstance(item, SpooledMessage)]
+        # refused-for-now spooled messages are re-read from the spool as well
+        spooled += [item.id for _, item in self._deferred if isinstance(item, SpooledMessage)]
+        self._deferred = deque((due, item) for due, item in self._deferred if isinstance(item, Direct))
+        if spooled:
+            self._cursor = min(self._cursor, min(spooled) - 1)
+        self.client = self._new_client()
+        address = self.settings.address
+        self.client.connect_async(address.host, address.port, keepalive=self.settings.keepalive)
 
     def _attempt_connection(self) -> None:
         """In the connecting thread: one attempt (TCP, TLS, CONNECT); the CONNACK is read later by `pump`.
@@ -210,6 +234,8 @@ class SpooledPublisher:
         sock = client.socket()
         if sock is None:
             if time.monotonic() >= self._next_attempt:
+                if self._inflight:
+                    self._start_afresh()
                 self._attempt_started = time.monotonic()
                 self._connecting = threading.Thread(target=self._attempt_connection, name="mqtt-connect", daemon=True)
                 self._connecting.start()

@@ -177,3 +177,90 @@ def test_a_connect_nobody_answers_is_dropped_and_tried_again(tmp_path: Path) -> 
         listener.close()
         for connection in accepted:
             connection.close()
+
+
+class ShrinkingBroker:
+    """Two connections in turn. The first announces Receive Maximum 50, acknowledges nothing and hangs up after
+    50 publishes; the second announces 5 and acknowledges whatever arrived once the client pauses, recording the
+    most publishes it ever had unacknowledged (a broker restarted with a lower limit)."""
+
+    def __init__(self) -> None:
+        self.most_unacknowledged = 0
+        self.accepted: list[bytes] = []
+        self.first_received = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        connection, _ = self._listener.accept()
+        with connection, connection.makefile("rb") as stream:
+            while self.first_received < 50 and (packet := _read_packet(stream)):
+                if packet[0] == 0x10:
+                    connection.sendall(b"\x20\x06\x00\x00\x03\x21\x00\x32")  # CONNACK, Receive Maximum 50
+                elif packet[0] == 0x30:
+                    self.first_received += 1
+        connection, _ = self._listener.accept()
+        connection.settimeout(0.05)
+        pending: list[tuple[bytes, bytes]] = []  # (packet id, payload) not acknowledged yet
+        received = b""
+        with connection:
+            while True:
+                packet = _parse_packet(received)
+                if packet is None:
+                    try:
+                        data = connection.recv(65536)
+                    except TimeoutError:  # the client waits: acknowledge what it sent
+                        connection.sendall(b"".join(b"\x40\x02" + packet_id for packet_id, _ in pending))
+                        self.accepted += [payload for _, payload in pending]
+                        pending.clear()
+                        continue
+                    if not data:
+                        return
+                    received += data
+                    continue
+                kind, body, used = packet
+                received = received[used:]
+                if kind == 0xE0:
+                    return
+                if kind == 0x10:
+                    connection.sendall(b"\x20\x06\x00\x00\x03\x21\x00\x05")  # CONNACK, Receive Maximum 5
+                elif kind == 0x30:
+                    topic_length = int.from_bytes(body[:2], "big")
+                    properties_length, length_bytes = _varint(body, 4 + topic_length)
+                    payload = body[4 + topic_length + length_bytes + properties_length :]
+                    pending.append((body[2 + topic_length : 4 + topic_length], payload))
+                    self.most_unacknowledged = max(self.most_unacknowledged, len(pending))
+                elif kind == 0xC0:
+                    connection.sendall(b"\xd0\x00")
+
+
+def _parse_packet(data: bytes) -> tuple[int, bytes, int] | None:
+    """The first whole packet in `data`: (kind, body, bytes used), or None if it has not all arrived."""
+    try:
+        length, used = _varint(data, 1)
+    except IndexError:  # not even the length has arrived
+        return None
+    end = 1 + used + length
+    return (data[0] & 0xF0, data[1 + used : end], end) if len(data) >= end else None
+
+
+def test_a_broker_back_with_a_lower_receive_maximum_never_gets_more_in_flight(tmp_path: Path) -> None:
+    """paho alone re-sends every message in flight right after reconnecting, whatever the new broker accepts; the
+    publisher sends them again itself, within the new window."""
+    broker = ShrinkingBroker()
+    spool = Spool.open(tmp_path / "spool.db", 1 << 20)
+    spool.append_many([("plant/forecast/s", f"m{i}") for i in range(200)])
+    publisher = SpooledPublisher(
+        MqttSettings(f"mqtt://127.0.0.1:{broker.port}", protocol="5"), "shrinking", "plant/status", spool
+    )
+    try:
+        publisher.start(wait=10)
+        pump_until_idle(publisher, timeout=30)
+        assert spool.stats().messages == 0
+    finally:
+        publisher.close(drain_timeout=1)
+        spool.close()
+    assert broker.first_received == 50 and publisher.reconnects == 1
+    assert broker.most_unacknowledged <= 5
+    assert {p for p in broker.accepted if p.startswith(b"m")} == {f"m{i}".encode() for i in range(200)}
