@@ -29,12 +29,10 @@ class RefusingBroker:
         self.refuse_once, self.refuse_always = set(refuse_once), refuse_always
         self.accepted: list[bytes] = []
         self.refusals: list[tuple[bytes, int]] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._listener, self.port = _listen(self._serve)
 
-    def _serve(self) -> None:
-        connection, _ = self._listener.accept()
+    def _serve(self, listener: socket.socket) -> None:
+        connection, _ = listener.accept()
         with connection, connection.makefile("rb") as stream:
             while packet := _read_packet(stream):
                 kind, body = packet
@@ -48,10 +46,7 @@ class RefusingBroker:
                     return
 
     def _puback(self, body: bytes) -> bytes:
-        topic_length = int.from_bytes(body[:2], "big")
-        packet_id = body[2 + topic_length : 4 + topic_length]
-        properties_length, used = _varint(body, 4 + topic_length)
-        payload = body[4 + topic_length + used + properties_length :]
+        packet_id, payload = _publish_fields(body)
         reason = 0
         if payload in self.refuse_always:
             reason = NOT_AUTHORIZED
@@ -63,6 +58,20 @@ class RefusingBroker:
             return b"\x40\x04" + packet_id + bytes([reason, 0])
         self.accepted.append(payload)
         return b"\x40\x02" + packet_id
+
+
+def _listen(serve) -> tuple[socket.socket, int]:
+    """A loopback listener on a free port, handed to `serve` in a daemon thread."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=serve, args=(listener,), daemon=True).start()
+    return listener, listener.getsockname()[1]
+
+
+def _publish_fields(body: bytes) -> tuple[bytes, bytes]:
+    """(packet id, payload) of an MQTT 5 QoS 1 PUBLISH body."""
+    topic_length = int.from_bytes(body[:2], "big")
+    properties_length, used = _varint(body, 4 + topic_length)
+    return body[2 + topic_length : 4 + topic_length], body[4 + topic_length + used + properties_length :]
 
 
 def _varint(data: bytes, at: int) -> tuple[int, int]:
@@ -188,19 +197,17 @@ class ShrinkingBroker:
         self.most_unacknowledged = 0
         self.accepted: list[bytes] = []
         self.first_received = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._listener, self.port = _listen(self._serve)
 
-    def _serve(self) -> None:
-        connection, _ = self._listener.accept()
+    def _serve(self, listener: socket.socket) -> None:
+        connection, _ = listener.accept()
         with connection, connection.makefile("rb") as stream:
             while self.first_received < 50 and (packet := _read_packet(stream)):
                 if packet[0] == 0x10:
                     connection.sendall(b"\x20\x06\x00\x00\x03\x21\x00\x32")  # CONNACK, Receive Maximum 50
                 elif packet[0] == 0x30:
                     self.first_received += 1
-        connection, _ = self._listener.accept()
+        connection, _ = listener.accept()
         connection.settimeout(0.05)
         pending: list[tuple[bytes, bytes]] = []  # (packet id, payload) not acknowledged yet
         received = b""
@@ -226,10 +233,7 @@ class ShrinkingBroker:
                 if kind == 0x10:
                     connection.sendall(b"\x20\x06\x00\x00\x03\x21\x00\x05")  # CONNACK, Receive Maximum 5
                 elif kind == 0x30:
-                    topic_length = int.from_bytes(body[:2], "big")
-                    properties_length, length_bytes = _varint(body, 4 + topic_length)
-                    payload = body[4 + topic_length + length_bytes + properties_length :]
-                    pending.append((body[2 + topic_length : 4 + topic_length], payload))
+                    pending.append(_publish_fields(body))
                     self.most_unacknowledged = max(self.most_unacknowledged, len(pending))
                 elif kind == 0xC0:
                     connection.sendall(b"\xd0\x00")
