@@ -282,7 +282,7 @@ class _Layout:
     feature; a feature with fewer bins leaves the rest 0). Counters are floats: exact up to 2^53 samples.
     """
 
-    __slots__ = ("width", "bins", "means", "variances", "counts", "features", "targets", "edges")
+    __slots__ = ("width", "bins", "means", "variances", "counts", "histograms", "features", "targets", "edges")
 
     SAMPLES, RESIDUAL_SAMPLES, TOTAL = 0, 1, 2
 
@@ -294,12 +294,10 @@ class _Layout:
         self.variances = (slice(4, 4 + 2 * f, 2), slice(4 + 2 * f, 4 + 2 * f + 2 * t, 2))
         self.counts = 3 + 2 * f + 2 * t
         self.width = self.counts + f * self.bins
-        # the scalar path's loops: per feature its index, edges, first bin, mean, variance, centre and scale; per
-        # target its index and the last four
-        self.features = tuple(
-            (i, c.edges, self.counts + i * self.bins, 3 + 2 * i, 4 + 2 * i, inputs.centre[i], inputs.scale[i])
-            for i, c in enumerate(reference.features)
-        )
+        # the scalar path's loops: per feature its index, edges and first bin; per feature and per target its
+        # index, where its mean and variance lie, its centre and scale
+        self.histograms = tuple((i, c.edges, self.counts + i * self.bins) for i, c in enumerate(reference.features))
+        self.features = tuple((i, 3 + 2 * i, 4 + 2 * i, inputs.centre[i], inputs.scale[i]) for i in range(f))
         self.targets = tuple(
             (i, 3 + 2 * f + 2 * i, 4 + 2 * f + 2 * i, residuals.centre[i], residuals.scale[i]) for i in range(t)
         )
@@ -397,43 +395,25 @@ class DriftBank:
             residuals = None
         elif not _plainly_fine(residuals, len(layout.targets)):
             self._residuals.check(residuals, "residual")
-        window, max_z = self.window, MAX_Z
+        window = self.window
         state = self._views[row]  # 0, 1, 2: samples, residual samples, total (see _Layout)
         n = state[0] + 1.0
         state[0] = n
         total = state[2]
         weight = 1.0 if n <= window else total / (window - 1)
         total += weight
-        rate = 1.0 / (n if n < window else window)
-        keep = 1.0 - rate
-        for j, edges, first, mean_at, var_at, centre, scale in layout.features:  # not zip: costlier than this
-            value = values[j]
-            state[first + bisect_right(edges, value)] += weight
-            z = (value - centre) / scale
-            if not -max_z <= z <= max_z:
-                z = math.copysign(max_z, z)
-            mean = state[mean_at]
-            delta = z - mean
-            state[mean_at] = mean + rate * delta
-            state[var_at] = keep * (state[var_at] + rate * delta * delta)
+        for j, edges, first in layout.histograms:  # not zip: costlier than this
+            state[first + bisect_right(edges, values[j])] += weight
         if total > RESCALE_AT:
             for b in range(layout.counts, layout.width):
                 state[b] /= total
             total = 1.0
         state[2] = total
+        _learn_one(state, values, 1.0 / (n if n < window else window), layout.features)
         if residuals is not None:
             m = state[1] + 1.0
             state[1] = m
-            rate = 1.0 / (m if m < window else window)
-            keep = 1.0 - rate
-            for j, mean_at, var_at, centre, scale in layout.targets:
-                z = (residuals[j] - centre) / scale
-                if not -max_z <= z <= max_z:
-                    z = math.copysign(max_z, z)
-                mean = state[mean_at]
-                delta = z - mean
-                state[mean_at] = mean + rate * delta
-                state[var_at] = keep * (state[var_at] + rate * delta * delta)
+            _learn_one(state, residuals, 1.0 / (m if m < window else window), layout.targets)
 
     def snapshot(self, row: int) -> dict[str, Any]:
         """The drift figures of `row` for a metrics message (4 significant digits), and whether any passes its
@@ -472,6 +452,21 @@ class DriftBank:
             "drifted": bool(reasons),
             "reasons": reasons,
         }
+
+
+def _learn_one(
+    state: memoryview, values: Sequence[float], rate: float, columns: tuple[tuple[int, int, int, float, float], ...]
+) -> None:
+    """`_learn` for one row on Python floats: `columns` from `_Layout.features` or `_Layout.targets`."""
+    keep = 1.0 - rate
+    for j, mean_at, var_at, centre, scale in columns:
+        z = (values[j] - centre) / scale
+        if not -MAX_Z <= z <= MAX_Z:
+            z = math.copysign(MAX_Z, z)
+        mean = state[mean_at]
+        delta = z - mean
+        state[mean_at] = mean + rate * delta
+        state[var_at] = keep * (state[var_at] + rate * delta * delta)
 
 
 def _learn(

@@ -25,7 +25,7 @@ from edge_runtime.backends import StepBackend
 from edge_runtime.bundle import Bundle
 from edge_runtime.drift import DriftBank, DriftLimits
 from edge_runtime.errors import InputError
-from edge_runtime.forecasts import Classifications, ForecastLayout, Forecasts
+from edge_runtime.forecasts import Classifications, ForecastLayout, Forecasts, all_finite
 from edge_runtime.samples import Rejected, Sample
 from edge_runtime.scaling import Scaler
 
@@ -178,8 +178,7 @@ class StreamEngine:
         values = sample.values
         if len(values) != self._width:
             return Rejected(sample.stream, f"{len(values)} values, the model needs {self._width}", "engine")
-        total = sum(values)  # one C call: finite unless a value is not (or the sum overflowed)
-        if total - total != 0.0 and not all(math.isfinite(v) for v in values):
+        if not all_finite(values):
             return Rejected(sample.stream, "a value is NaN or infinite", "engine")
         state = self.streams.get(sample.stream) or self._stream(sample.stream)
         if state is None:
@@ -283,7 +282,7 @@ class StreamEngine:
                     score = target_score
                 alarm = alarm or target_alarm
         if self._drift is not None:
-            known = residual if residual is not None and len(observed) == width and _finite(residual) else None
+            known = residual if residual is not None and len(observed) == width and all_finite(residual) else None
             self._drift.update_one(slot, raw, known)
         if seen <= self.warmup:
             self._has_expected_of[slot] = False
@@ -381,7 +380,7 @@ class StreamEngine:
             probabilities = [1.0 - float(output[0]), float(output[0])]
         else:
             probabilities = [float(p) for p in output]
-        if not all(map(math.isfinite, probabilities)):  # a broken model: JSON null, no class
+        if not all_finite(probabilities):  # a broken model: JSON null, no class
             probabilities = [p if math.isfinite(p) else None for p in probabilities]
         known = [k for k, p in enumerate(probabilities) if p is not None]
         best = max(known, key=probabilities.__getitem__) if known else None  # the first of equals, like argmax
@@ -412,11 +411,6 @@ class StreamEngine:
             }
             for name, s in self.streams.items()
         }
-
-
-def _finite(values: list[float]) -> bool:
-    total = sum(values)
-    return total - total == 0.0 or all(math.isfinite(v) for v in values)
 
 
 def _rounds(pending: list[Pending]) -> list[list[Pending]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from json.encoder import encode_basestring_ascii as _text  # json.dumps' default, ensure_ascii=True
 from typing import Any, NamedTuple
@@ -65,9 +65,7 @@ class Forecasts:
         alarm: bool,
     ) -> None:
         """One row, from Python values (the engine's batch-of-one path)."""
-        numbers = [value for row in forecast for value in row] + (residual or [])
-        total = sum(numbers)
-        if total - total != 0.0 and not all(map(math.isfinite, numbers)):
+        if not all_finite([value for row in forecast for value in row] + (residual or [])):
             self.irregular.add(len(self.streams))
         self.streams.append(stream)
         self.seq.append(seq)
@@ -173,6 +171,13 @@ class Forecasts:
             f'"score":{"null" if score is None else repr(score)},"alarm":{"true" if alarm else "false"}{tail}'
             for stream, seq, ts, observed, forecast, residual, score, alarm in self._rows()
         ]
+
+
+def all_finite(values: Sequence[float]) -> bool:
+    """No NaN nor infinity among `values`: one C-level sum in the common case (finite unless a value is not, or
+    the sum overflowed)."""
+    total = sum(values)
+    return total - total == 0.0 or all(map(math.isfinite, values))
 
 
 def _json_number(value: float) -> float | None:

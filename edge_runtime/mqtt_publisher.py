@@ -175,7 +175,8 @@ class SpooledPublisher:
         """Hand one message to paho; False if paho could not take it (it is then kept for a later pump).
 
         Only when connected, which implies that no connection attempt is running: the client is this thread's.
-        If the connection drops meanwhile paho keeps the message (NO_CONN) and sends it after reconnecting."""
+        If the connection drops meanwhile (NO_CONN) the message stays in flight, and is sent again on the next
+        connection (`_start_afresh`)."""
         info = self.client.publish(item.topic, item.payload, qos=1, retain=item.retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             return False  # e.g. its message id is still taken by a message paho has not settled

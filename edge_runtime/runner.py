@@ -220,6 +220,10 @@ class Runtime:
             streams=self.engine.stream_summary(),
         )
 
+    def _publish_metrics(self, interval_samples: int, interval_s: float) -> None:
+        message = self._metrics(interval_samples, interval_s)
+        self.publisher.enqueue([(f"{self.config.prefix}/metrics", json.dumps(message, separators=(",", ":")))])
+
     def _handle(self, items: list) -> int:
         """One batch from the source through the engine to the publisher; returns the samples handled."""
         samples = [item for item in items if isinstance(item, Sample)]
@@ -260,8 +264,7 @@ class Runtime:
                 interval_samples += self._handle(self.source.take(config.max_batch, timeout=0.1))
                 now = time.monotonic()
                 if config.mqtt is not None and now - last_metrics >= config.metrics_interval:
-                    message = self._metrics(interval_samples, now - last_metrics)
-                    self.publisher.enqueue([(f"{config.prefix}/metrics", json.dumps(message, separators=(",", ":")))])
+                    self._publish_metrics(interval_samples, now - last_metrics)
                     last_metrics, interval_samples = now, 0
                 if self.config.home_assistant and self.broker is not None and self.broker.connected:
                     self._announce()
@@ -279,8 +282,7 @@ class Runtime:
         if self.source.error:
             log.error("the source ended early: %s", self.source.error)
         if self.config.mqtt is not None:  # a last metrics message: the totals of this run
-            message = self._metrics(interval_samples, time.monotonic() - last_metrics)
-            self.publisher.enqueue([(f"{config.prefix}/metrics", json.dumps(message, separators=(",", ":")))])
+            self._publish_metrics(interval_samples, time.monotonic() - last_metrics)
         return self._close()
 
     def _close(self) -> RunStats:
