@@ -79,6 +79,8 @@ class Mosquitto:
     def start(self) -> None:
         conf = self.workdir / "mosquitto.conf"
         lines = [f"listener {self.port} 127.0.0.1", *self.listener, "log_dest stderr", "max_queued_messages 1000000"]
+        # the default log types, and subscriptions, which `subscribed` looks for
+        lines += [f"log_type {kind}" for kind in ("error", "warning", "notice", "information", "subscribe")]
         if self.persistent:
             lines += ["persistence true", f"persistence_location {self.workdir}/", "autosave_interval 1"]
         else:
@@ -99,6 +101,11 @@ class Mosquitto:
                     break
                 time.sleep(0.02)
         raise RuntimeError(f"mosquitto did not start: {(self.workdir / 'mosquitto.log').read_text()}")
+
+    def subscribed(self, topic_filter: str) -> bool:
+        """Has some client subscribed to `topic_filter`? (mosquitto logs `<client> <qos> <filter>`.)"""
+        log = (self.workdir / "mosquitto.log").read_text(errors="replace")
+        return any(line.endswith(f" {topic_filter}") for line in log.splitlines())
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -213,8 +213,7 @@ def test_bank_batched_one_by_one_and_reference_agree_to_the_last_bit() -> None:
         for detector, rs, vs in zip(detectors, residuals, values, strict=True)
     ]
     one, batched = AnomalyBank(), AnomalyBank()
-    for p in params:
-        assert one.add(p) == batched.add(p)
+    assert [one.add(p) for p in params] == [batched.add(p) for p in params] == list(range(len(params)))
     by_one = [
         [one.update_one(row, residuals[row][t], values[row][t]) for t in range(steps)] for row in range(len(params))
     ]

@@ -132,11 +132,13 @@ def test_a_child_that_python_could_not_start_is_an_error_row_not_a_bad_bundle(
 
     from edge_runtime.bench import bench_bundle
 
+    # the real interpreter, asked to run a file that is not there: it says so and exits 2
+    real, missing = sys.executable, tmp_path / "missing" / "bench.py"
     python = tmp_path / "python"
-    python.write_text("#!/bin/sh\necho \"python: can't open file 'edge_runtime/bench.py'\" >&2\nexit 2\n")
+    python.write_text(f"#!/bin/sh\nexec {real} {missing}\n")
     python.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(python))
     report = bench_bundle(load_bundle(tiny_bundle.bundle_dir), (1,), 0.02)
     measured = [r for r in report.results if r.status != "skipped"]
     assert measured and all(r.status == "error" for r in measured)
-    assert {r.note for r in measured} == {"python: can't open file 'edge_runtime/bench.py'"}
+    assert {r.note for r in measured} == {f"{real}: can't open file '{missing}': [Errno 2] No such file or directory"}

@@ -74,6 +74,7 @@ def stream_while(
         text=True,
     )
     try:
+        assert wait_until(lambda: forecast_seqs(recorder), 30)  # connected and forecasting: now disturb it
         disturb(broker)
         _, stderr = runtime.communicate(timeout=180)
         assert runtime.returncode == 0, stderr
@@ -88,6 +89,11 @@ def stream_while(
     assert sorted(set(seqs)) == list(range(EXPECTED))  # after deduplication: every forecast, none missing
     assert len(seqs) >= EXPECTED  # duplicates are allowed (QoS 1), losses are not
     return recorder
+
+
+def reconnects(recorder: Recorder) -> int:
+    """The runtime's reconnection count, from the last of its metrics messages (the totals of the run)."""
+    return max(m["mqtt"]["reconnects"] for m in recorder.json_on("/metrics"))
 
 
 def restart_three_times(broker: Mosquitto) -> None:
@@ -109,7 +115,8 @@ def test_three_broker_restarts_in_a_20000_sample_stream_lose_nothing(
     tiny_bundle: TrainedBundle, tmp_path: Path
 ) -> None:
     broker = persistent_broker(tmp_path)
-    stream_while(tiny_bundle, tmp_path, broker, broker.port, ("--mqtt", broker.url), restart_three_times)
+    recorder = stream_while(tiny_bundle, tmp_path, broker, broker.port, ("--mqtt", broker.url), restart_three_times)
+    assert reconnects(recorder) >= 3
 
 
 def test_three_restarts_of_a_tls_broker_speaking_mqtt5_lose_nothing(
@@ -122,7 +129,8 @@ def test_three_restarts_of_a_tls_broker_speaking_mqtt5_lose_nothing(
     tls = (f"listener {tls_port} 127.0.0.1", f"cafile {secured['ca']}", f"certfile {secured['cert']}")
     broker = persistent_broker(tmp_path, extra=("allow_anonymous true", *tls, f"keyfile {secured['key']}"))
     config = config_file(tmp_path, f"mqtts://127.0.0.1:{tls_port}", ca_file=str(secured["ca"]), protocol="5")
-    stream_while(tiny_bundle, tmp_path, broker, broker.port, ("--config", str(config)), restart_three_times)
+    recorder = stream_while(tiny_bundle, tmp_path, broker, broker.port, ("--config", str(config)), restart_three_times)
+    assert reconnects(recorder) >= 3
 
 
 def test_a_frozen_broker_is_noticed_by_keepalive_and_nothing_is_lost(
@@ -141,7 +149,8 @@ def test_a_frozen_broker_is_noticed_by_keepalive_and_nothing_is_lost(
         broker.process.send_signal(signal.SIGCONT)
 
     recorder = stream_while(tiny_bundle, tmp_path, broker, broker.port, ("--config", str(config)), freeze)
-    # the freeze was noticed (the runtime's own metrics said so); everything arrived, so it connected again
+    # the freeze was noticed (the runtime's own metrics said so); everything arrived, so it connected again (the
+    # replay ends during the freeze: the run's last metrics message, its totals, is made while disconnected)
     assert any(m["mqtt"]["connected"] is False for m in recorder.json_on("/metrics"))
 
 
@@ -222,6 +231,22 @@ def publish(port: int, messages: list[tuple[str, str | bytes]]) -> None:
     client.loop_stop()
 
 
+def start_mqtt_source_run(bundle: Path, broker: Mosquitto, spool: Path, *extra: str) -> subprocess.Popen:
+    """`rnnedge run` reading `in/<stream>/value` from `broker`, returned once the broker has its subscription:
+    samples published before it would be lost."""
+    runtime = subprocess.Popen(
+        [*RNNEDGE, "run", str(bundle), "--source", "mqtt:in/+/value={1}", "--mqtt", broker.url, "--spool", str(spool),
+         *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    if not wait_until(lambda: broker.subscribed("in/+/value") or runtime.poll() is not None, 20) or runtime.poll():
+        runtime.kill()
+        raise AssertionError(f"the runtime did not subscribe: {runtime.communicate()[1]}")
+    return runtime
+
+
 def good_samples(start: int, count: int) -> list[tuple[str, str]]:
     return [
         ("in/wave/value", json.dumps({"ts": 1_700_000_000 + i, "value": 80 + 5 * math.sin(i / 50)}))
@@ -233,21 +258,8 @@ def test_mqtt_source_survives_random_payloads_and_sigterm_publishes_offline(
     tiny_bundle: TrainedBundle, mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     recorder = Recorder(mosquitto.port, "plant/#")
-    runtime = subprocess.Popen(
-        run_args(
-            tiny_bundle.bundle_dir,
-            "--source",
-            "mqtt:in/+/value={1}",
-            "--mqtt",
-            mosquitto.url,
-            "--spool",
-            str(tmp_path / "spool"),
-            "--max-streams",
-            "50",
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    runtime = start_mqtt_source_run(
+        tiny_bundle.bundle_dir, mosquitto, tmp_path / "spool", "--topic-prefix", "plant", "--max-streams", "50"
     )
     try:
         assert wait_until(
@@ -257,7 +269,6 @@ def test_mqtt_source_survives_random_payloads_and_sigterm_publishes_offline(
             ),
             20,
         )
-        time.sleep(0.5)  # the runtime's subscription is made right after its publisher connects
         publish(mosquitto.port, good_samples(0, 100))
         assert wait_until(lambda: len(forecast_seqs(recorder)) >= 100 - WARMUP, 20)
 
@@ -467,7 +478,8 @@ def test_acl_denied_publishes_are_counted_and_reported_with_mqtt5(
         assert result.returncode == 0, result.stderr
         # the ACL lets the status and metrics through and denies every forecast topic
         assert "the broker refused 26 publishes (check its ACL)" in result.stderr
-        # so no forecast was published: the bundle is not confirmed (metrics went through, they do not count)
+        # so no forecast was published: the bundle is not confirmed (metrics went through, they do not count;
+        # test_deploy_mqtt's end-to-end test is the counterpart where forecasts go through and confirm)
         assert not (store.root / "confirmed").exists()
     finally:
         broker.stop()

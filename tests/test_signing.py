@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import RNNEDGE, TrainedBundle, copy_bundle, write_rows
+from cryptography.exceptions import InvalidSignature
 
 from edge_runtime.bundle import load_bundle
 from edge_runtime.errors import BundleError, RnnedgeError
@@ -129,7 +130,7 @@ def test_keygen_appends_the_endings_to_a_dotted_stem(tmp_path: Path, capsys) -> 
     assert main(["keygen", str(tmp_path / "site.key")]) == 0  # a stem given as the private key's name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fleet.v2.key", "fleet.v2.pub", "site.key", "site.pub"]
     assert f"wrote {tmp_path / 'fleet.v2.key'} (keep secret) and {tmp_path / 'fleet.v2.pub'}" in capsys.readouterr().out
-    load_private_key(tmp_path / "fleet.v2.key")
+    assert is_pair(load_private_key(tmp_path / "fleet.v2.key"), load_public_key(tmp_path / "fleet.v2.pub"))
 
 
 @pytest.mark.parametrize("stem", [".", "DIR", "DIR/"])
@@ -157,4 +158,13 @@ def test_keys_swapped_or_unreadable_are_named_in_one_short_line(keys: tuple[Path
         with pytest.raises(RnnedgeError) as refusal:
             load(path)
         assert str(refusal.value).startswith(expected) and "\n" not in str(refusal.value)
-    assert load_public_key(public) is not None and load_private_key(private) is not None
+    assert is_pair(load_private_key(private), load_public_key(public))
+
+
+def is_pair(private_key, public_key) -> bool:
+    """Does `public_key` verify what `private_key` signs?"""
+    try:
+        public_key.verify(private_key.sign(b"rnnedge"), b"rnnedge")
+    except InvalidSignature:
+        return False
+    return True

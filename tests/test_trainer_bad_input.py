@@ -244,4 +244,5 @@ def test_a_tensorflow_log_level_the_user_set_is_kept() -> None:
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}
     code = "import os, trainer; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
-    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout == "0\n"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.stdout == "0\n"
